@@ -1,0 +1,386 @@
+"""The WASM actor: one guest instance, a bounded mailbox, one message at a time.
+
+All of an actor's state lives on the event-loop thread.  Guest calls run either
+right there (``inline``) or on the actor's own OS thread (``thread``), and only
+their outcome comes back to the loop, so there is never a lock around actor
+state and a Store is never entered from two threads at once.
+
+Dispatch: when the actor is idle and its mailbox empty, ``ask`` starts the call
+at once from the caller's task (inline: the call runs in that very task, with no
+task switch).  Otherwise the message waits in the mailbox; when its turn comes
+an inline message is handed back to its own caller's task to run, and a thread
+message is passed to the actor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable, Literal, Protocol
+
+import anyio
+import msgspec
+
+from .bridge import LoopBridge
+from .errors import ActorCrashed, MailboxFull, RuntimeClosed, WasmhiveError, error_from_info
+from .instance import ChunkSink, InstanceSpec, WasmInstance
+from .messages import ActorRef, ActorState, Down, ExitReason, Failed, Invoke, Outcome, Reply
+from .monitor import Monitor
+from .sinks import ChunkCollector, ChunkPipe
+from .worker import ActorThread
+
+__all__ = ["Actor", "ActorPolicy", "Envelope", "ExecutionMode", "Overflow", "TickDemand"]
+
+logger = logging.getLogger("wasmhive.actors")
+
+ExecutionMode = Literal["inline", "thread"]
+Overflow = Literal["wait", "reject"]
+
+
+class ActorPolicy(msgspec.Struct, frozen=True):
+    """How an actor takes messages: execution mode and mailbox behaviour."""
+
+    mode: ExecutionMode = "thread"
+    mailbox_size: int = 64
+    overflow: Overflow = "wait"
+    #: How long a sender may wait for mailbox space under ``overflow="wait"`` (seconds).
+    mailbox_wait: float = 1.0
+
+
+class TickDemand(Protocol):
+    """The epoch ticker, told that a guest call is about to start."""
+
+    def demand(self) -> None: ...
+
+
+class Envelope:
+    """A message in flight: the message, where its chunks go, and its outcome."""
+
+    __slots__ = ("message", "sink", "outcome", "done")
+
+    def __init__(self, message: Invoke, sink: ChunkSink | None) -> None:
+        self.message = message
+        self.sink = sink
+        self.outcome: Outcome | None = None
+        #: Set when the outcome is known, or (inline) when it is this message's turn.
+        self.done = anyio.Event()
+
+
+ExitCallback = Callable[["Actor", ExitReason], None]
+
+
+class Actor:
+    """A live actor.  Only the runtime holds these; callers hold :attr:`ref`."""
+
+    def __init__(
+        self,
+        ref: ActorRef,
+        spec: InstanceSpec,
+        policy: ActorPolicy,
+        bridge: LoopBridge,
+        ticker: TickDemand,
+    ) -> None:
+        self.ref = ref
+        self.policy = policy
+        self.state = ActorState.STARTING
+        self.exit_reason: ExitReason | None = None
+        self.calls = 0
+        self.failures = 0
+        self._spec = spec
+        self._bridge = bridge
+        self._ticker = ticker
+        self._inline = policy.mode == "inline"
+        self._instance: WasmInstance | None = None
+        self._thread: ActorThread | None = None if self._inline else ActorThread(f"wasmhive-{ref.function}-{ref.id}")
+        self._mailbox: deque[Envelope] = deque()
+        self._space: anyio.Event | None = None
+        self._granted: Envelope | None = None
+        self._stop_reason: ExitReason | None = None
+        self._stopped = anyio.Event()
+        self._monitors: list[Monitor] = []
+        self._exit_callbacks: list[ExitCallback] = []
+
+    # --- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Instantiate the guest (synchronously; spawning is cheap).  Raises its typed error."""
+        self._instance = WasmInstance.spawn(self._spec, self.ref.id)
+        self.state = ActorState.IDLE
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (ActorState.IDLE, ActorState.BUSY)
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting in the mailbox (not counting the one being handled)."""
+        return len(self._mailbox)
+
+    @property
+    def thread_started(self) -> bool:
+        return self._thread is not None and self._thread.started
+
+    def monitor(self) -> Monitor:
+        """A monitor that receives :class:`Down` when this actor ends (at once if it has)."""
+        if self.exit_reason is not None:
+            return Monitor(Down(self.ref, self.exit_reason))
+        monitor = Monitor()
+        self._monitors.append(monitor)
+        return monitor
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        """Call ``callback(actor, reason)`` on the loop when the actor ends."""
+        self._exit_callbacks.append(callback)
+
+    def stop(self, reason: ExitReason = ExitReason("normal")) -> None:
+        """Stop taking messages; end after the call in progress, if any.
+
+        Queued messages fail with :class:`RuntimeClosed` (``shutdown``) or
+        :class:`ActorCrashed`.
+        """
+        if not self.alive:
+            return
+        self._stop_reason = reason
+        busy = self.state is ActorState.BUSY
+        self.state = ActorState.STOPPING
+        self._fail_queued(reason)
+        if not busy:
+            self._end(reason)
+
+    async def wait_stopped(self) -> None:
+        """Wait until the actor has ended (stopped or crashed)."""
+        await self._stopped.wait()
+
+    def join_thread(self, timeout: float | None = None) -> bool:
+        """Join the actor's OS thread after the actor ended."""
+        return self._thread.join(timeout) if self._thread is not None else True
+
+    # --- sending --------------------------------------------------------------
+
+    async def ask(self, payload: bytes) -> bytes:
+        """Send ``Invoke(payload)`` and return the emitted chunks joined with the reply."""
+        collector = ChunkCollector()
+        message = Invoke(payload)
+        if self.state is ActorState.IDLE and not self._mailbox:
+            if self._inline:
+                outcome = self._run_inline(message, collector)
+            else:
+                outcome = await self._wait(self._run_on_thread(Envelope(message, collector)))
+        else:
+            outcome = await self._wait(await self._enqueue(message, collector))
+        if type(outcome) is Reply:
+            if collector.chunks:
+                collector.chunks.append(outcome.data)
+                return b"".join(collector.chunks)
+            return outcome.data
+        assert isinstance(outcome, Failed)
+        raise error_from_info(outcome.error)
+
+    async def submit(self, payload: bytes, pipe: ChunkPipe) -> Envelope:
+        """Send ``Invoke(payload)`` with chunks going to ``pipe``; finish with :meth:`outcome`.
+
+        The pipe is closed when the call ends.  For an inline actor the call
+        runs when :meth:`outcome` is awaited.
+        """
+        message = Invoke(payload)
+        if self.state is ActorState.IDLE and not self._mailbox and not self._inline:
+            return self._run_on_thread(Envelope(message, pipe))
+        return await self._enqueue(message, pipe)
+
+    async def outcome(self, envelope: Envelope) -> bytes:
+        """Wait for a submitted message; return its reply or raise its typed error."""
+        outcome = await self._wait(envelope)
+        if type(outcome) is Reply:
+            return outcome.data
+        assert isinstance(outcome, Failed)
+        raise error_from_info(outcome.error)
+
+    # --- mailbox --------------------------------------------------------------
+
+    async def _enqueue(self, message: Invoke, sink: ChunkSink | None) -> Envelope:
+        self._check_alive()
+        policy = self.policy
+        if len(self._mailbox) >= policy.mailbox_size:
+            if policy.overflow == "reject":
+                raise MailboxFull(
+                    f"mailbox of actor {self.ref.id} is full ({policy.mailbox_size} queued)",
+                    function=self.ref.function,
+                )
+            with anyio.move_on_after(policy.mailbox_wait):
+                while len(self._mailbox) >= policy.mailbox_size and self.alive:
+                    if self._space is None:
+                        self._space = anyio.Event()
+                    await self._space.wait()
+            self._check_alive()
+            if len(self._mailbox) >= policy.mailbox_size:
+                raise MailboxFull(
+                    f"mailbox of actor {self.ref.id} stayed full for {policy.mailbox_wait:g}s",
+                    function=self.ref.function,
+                )
+        envelope = Envelope(message, sink)
+        self._mailbox.append(envelope)
+        if self.state is ActorState.IDLE:
+            self._next()
+        return envelope
+
+    def _check_alive(self) -> None:
+        if self.alive:
+            return
+        reason = self.exit_reason or self._stop_reason or ExitReason("normal")
+        if reason.kind == "shutdown":
+            raise RuntimeClosed("the runtime is closing", function=self.ref.function)
+        raise ActorCrashed(
+            f"actor {self.ref.id} is gone ({reason.kind}: {reason.message})",
+            function=self.ref.function,
+            reason=reason.kind,
+        )
+
+    def _space_freed(self) -> None:
+        space, self._space = self._space, None
+        if space is not None:
+            space.set()
+
+    def _next(self) -> None:
+        """Start the next queued message, if the actor is idle."""
+        if self.state is not ActorState.IDLE or not self._mailbox:
+            return
+        envelope = self._mailbox.popleft()
+        self._space_freed()
+        if self._inline:
+            # Hand the turn to the sender's own task: it runs the call in _wait.
+            self.state = ActorState.BUSY
+            self._granted = envelope
+            envelope.done.set()
+        else:
+            self._run_on_thread(envelope)
+
+    async def _wait(self, envelope: Envelope) -> Outcome:
+        try:
+            await envelope.done.wait()
+        except BaseException:
+            self._abandon(envelope)
+            raise
+        if envelope.outcome is None:  # inline: our turn
+            self._granted = None
+            envelope.outcome = self._run_inline(envelope.message, envelope.sink)
+            self._close_sink(envelope)
+        return envelope.outcome
+
+    def _abandon(self, envelope: Envelope) -> None:
+        """The sender was cancelled while waiting: forget a message that has not started."""
+        if envelope.outcome is not None:
+            return
+        if self._granted is envelope:
+            self._granted = None
+            envelope.outcome = Failed(RuntimeClosed("sender cancelled", function=self.ref.function).to_info())
+            self._close_sink(envelope)
+            if self.state is ActorState.STOPPING:
+                self._end(self._stop_reason or ExitReason("normal"))
+            else:
+                self.state = ActorState.IDLE
+                self._next()
+        else:
+            try:
+                self._mailbox.remove(envelope)
+            except ValueError:
+                return  # already running on the actor thread; its outcome is dropped
+            self._space_freed()
+
+    # --- running calls ------------------------------------------------------------
+
+    def _execute(self, message: Invoke, sink: ChunkSink | None) -> tuple[Outcome, ExitReason | None]:
+        """Run one call on the current thread.  Never raises."""
+        instance = self._instance
+        assert instance is not None
+        try:
+            return Reply(instance.handle(message.payload, sink)), None
+        except WasmhiveError as exc:
+            reason = ExitReason(getattr(exc, "exit_kind", "fault"), str(exc)) if exc.fatal else None
+            return Failed(exc.to_info()), reason
+        except Exception as exc:  # a bug on the host side; the instance state is unknown
+            logger.exception("unexpected error in actor %s", self.ref)
+            error = WasmhiveError(f"internal error: {exc!r}", function=self.ref.function)
+            return Failed(error.to_info()), ExitReason("internal", str(error))
+
+    def _run_inline(self, message: Invoke, sink: ChunkSink | None) -> Outcome:
+        self.state = ActorState.BUSY
+        self._ticker.demand()
+        outcome, crash = self._execute(message, sink)
+        self._finish(crash, outcome)
+        return outcome
+
+    def _run_on_thread(self, envelope: Envelope) -> Envelope:
+        self.state = ActorState.BUSY
+        self._ticker.demand()
+        assert self._thread is not None
+        self._thread.submit(lambda: self._thread_job(envelope))
+        return envelope
+
+    def _thread_job(self, envelope: Envelope) -> None:  # on the actor thread
+        outcome, crash = self._execute(envelope.message, envelope.sink)
+        self._bridge.call_soon(self._thread_done, envelope, outcome, crash)
+
+    def _thread_done(self, envelope: Envelope, outcome: Outcome, crash: ExitReason | None) -> None:
+        envelope.outcome = outcome
+        self._close_sink(envelope)
+        envelope.done.set()
+        self._finish(crash, outcome)
+
+    @staticmethod
+    def _close_sink(envelope: Envelope) -> None:
+        if isinstance(envelope.sink, ChunkPipe):
+            envelope.sink.close()
+
+    def _finish(self, crash: ExitReason | None, outcome: Outcome | None = None) -> None:
+        """A call ended (on the loop thread): crash, stop, or take the next message."""
+        self.calls += 1
+        if type(outcome) is Failed:
+            self.failures += 1
+        if crash is not None:
+            self._end(crash)
+        elif self.state is ActorState.STOPPING:
+            self._end(self._stop_reason or ExitReason("normal"))
+        else:
+            self.state = ActorState.IDLE
+            if self._mailbox:
+                self._next()
+
+    # --- ending -------------------------------------------------------------------
+
+    def _fail_queued(self, reason: ExitReason) -> None:
+        pending = list(self._mailbox)
+        self._mailbox.clear()
+        for envelope in pending:
+            if reason.kind == "shutdown":
+                error: WasmhiveError = RuntimeClosed(
+                    "the runtime closed before this message was handled", function=self.ref.function
+                )
+            else:
+                error = ActorCrashed(
+                    f"actor {self.ref.id} ended ({reason.kind}) before handling this message: {reason.message}",
+                    function=self.ref.function,
+                    reason=reason.kind,
+                )
+            envelope.outcome = Failed(error.to_info())
+            self._close_sink(envelope)
+            envelope.done.set()
+        self._space_freed()
+
+    def _end(self, reason: ExitReason) -> None:
+        self.state = ActorState.CRASHED if reason.abnormal else ActorState.STOPPED
+        self.exit_reason = reason
+        self._fail_queued(reason)
+        self._instance = None
+        if self._thread is not None:
+            self._thread.stop()
+        down = Down(self.ref, reason)
+        monitors, self._monitors = self._monitors, []
+        for monitor in monitors:
+            monitor.deliver(down)
+        callbacks, self._exit_callbacks = self._exit_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self, reason)
+            except Exception:
+                logger.exception("exit callback of actor %s failed", self.ref)
+        self._stopped.set()

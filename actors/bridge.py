@@ -1,0 +1,48 @@
+"""Scheduling work on the event loop from other threads, for trio and asyncio alike."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable
+
+import sniffio
+import trio
+
+__all__ = ["LoopBridge"]
+
+
+class LoopBridge:
+    """Runs callbacks on the event loop that created it, from any thread.
+
+    Create it with :meth:`current` inside the loop.  Callbacks scheduled after
+    the loop has finished are dropped: there is nobody left to receive them.
+    """
+
+    def __init__(self, schedule: Callable[..., Any], loop_thread: int, library: str) -> None:
+        self._schedule = schedule
+        #: ``threading.get_ident()`` of the loop's thread.
+        self.loop_thread = loop_thread
+        #: ``"trio"`` or ``"asyncio"``.
+        self.library = library
+
+    @classmethod
+    def current(cls) -> LoopBridge:
+        """A bridge to the running trio or asyncio loop."""
+        library = sniffio.current_async_library()
+        if library == "trio":
+            return cls(trio.lowlevel.current_trio_token().run_sync_soon, threading.get_ident(), library)
+        if library == "asyncio":
+            return cls(asyncio.get_running_loop().call_soon_threadsafe, threading.get_ident(), library)
+        raise RuntimeError(f"wasmhive runs under trio or asyncio, not {library}")
+
+    def on_loop_thread(self) -> bool:
+        """True when called from the loop's own thread."""
+        return threading.get_ident() == self.loop_thread
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop soon.  Safe from any thread."""
+        try:
+            self._schedule(fn, *args)
+        except RuntimeError:  # the loop is closed (trio.RunFinishedError is a RuntimeError)
+            pass

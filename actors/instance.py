@@ -1,0 +1,406 @@
+"""One guest instance: a wasmtime Store and Instance, called through ABI v1.
+
+:class:`WasmInstance` is synchronous and thread-agnostic: an actor calls it on
+the event-loop thread (``inline``) or on its own OS thread (``thread``), never
+from two threads at once.  It turns every way a call can go wrong into a typed
+error; :attr:`WasmhiveError.fatal` errors mean the instance must be dropped.
+
+Two call paths give the same results: ``fast`` calls the fixed ABI signatures
+through prebuilt ctypes argument arrays (see :mod:`.ffi`), ``public`` through
+wasmtime-py's ``Func.__call__``.  Everything but the call itself (limits,
+bounds checks, copying, error classification) is shared.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, c_uint64, c_void_p
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+import wasmtime
+from wasmtime import _ffi as wasmtime_ffi
+
+from . import abi, ffi
+from .errors import (
+    AbiError,
+    CallTimeout,
+    FuelExhausted,
+    GuestError,
+    GuestTrap,
+    OutOfMemory,
+    PayloadTooLarge,
+    WasmhiveError,
+)
+from .host import AbiViolation, HostServices, current
+
+__all__ = ["CallPath", "ChunkSink", "InstanceSpec", "WasmInstance"]
+
+CallPath = Literal["fast", "public"]
+
+_U64_MAX = 2**64 - 1
+_PAGE = 65536
+# Traps that clearly have nothing to do with running out of memory.
+_NOT_MEMORY_TRAPS = frozenset(
+    {
+        wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO,
+        wasmtime.TrapCode.INTEGER_OVERFLOW,
+        wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER,
+        wasmtime.TrapCode.STACK_OVERFLOW,
+        wasmtime.TrapCode.INDIRECT_CALL_TO_NULL,
+        wasmtime.TrapCode.BAD_SIGNATURE,
+    }
+)
+
+
+class ChunkSink(Protocol):
+    """Where a call's emitted stream chunks go."""
+
+    def emit(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything needed to spawn instances of one deployment."""
+
+    function: str
+    engine: wasmtime.Engine
+    instance_pre: wasmtime.InstancePre
+    services: HostServices
+    #: Epoch ticks a call may run (the call timeout divided by the tick).
+    timeout: float
+    timeout_ticks: int
+    #: Ticks allowed for ``_initialize`` and ``wh_init`` at spawn.
+    init_ticks: int
+    memory_limit: int | None
+    fuel: int | None
+    fuel_enabled: bool
+    uses_wasi: bool
+    has_initialize: bool
+    has_init: bool
+    max_payload_bytes: int
+    call_path: CallPath = "fast"
+
+
+class WasmInstance:
+    """A live guest instance.  Create it with :meth:`spawn`."""
+
+    def __init__(self, spec: InstanceSpec, actor_id: int | None = None) -> None:
+        self.spec = spec
+        self.function = spec.function
+        self.services = spec.services
+        self.actor_id = actor_id
+        self._fault: WasmhiveError | None = None
+        self._guest_error: str | None = None
+        self._sink: ChunkSink | None = None
+
+        store = wasmtime.Store(spec.engine)
+        self._store = store
+        if spec.memory_limit is not None:
+            store.set_limits(memory_size=spec.memory_limit)
+        if spec.fuel_enabled:
+            store.set_fuel(_U64_MAX if spec.fuel is None else spec.fuel)
+        store.set_epoch_deadline(spec.init_ticks)
+        if spec.uses_wasi:
+            store.set_wasi(self._wasi_config())
+        self._ctx: int = ctypes.cast(store._context(), c_void_p).value or 0  # noqa: SLF001
+
+        # Raw argument arrays and trap slots, built once.  The nested ones are
+        # for wh_alloc calls made from inside a host call.
+        self._args = (ffi.ValRaw * 2)()
+        self._args_addr = ctypes.addressof(self._args)
+        self._trap = c_void_p()
+        self._trap_addr = ctypes.addressof(self._trap)
+        self._nested_args = (ffi.ValRaw * 1)()
+        self._nested_trap = c_void_p()
+
+        use_fast = spec.call_path == "fast" and ffi.AVAILABLE
+        self._call_alloc: Callable[[int, bool], int] = self._alloc_fast if use_fast else self._alloc_public
+        self._call_handle: Callable[[int, int], int] = self._handle_fast if use_fast else self._handle_public
+        self._call_void: Callable[[wasmtime.Func, str], None] = self._void_fast if use_fast else self._void_public
+
+    # --- spawning -----------------------------------------------------------
+
+    @classmethod
+    def spawn(cls, spec: InstanceSpec, actor_id: int | None = None) -> WasmInstance:
+        """Instantiate the guest and run its ``_initialize`` and ``wh_init``.
+
+        Raises :class:`OutOfMemory` if the module's initial memory is over the
+        limit, or the typed fault of a trapping initializer.
+        """
+        self = cls(spec, actor_id)
+        previous = current.instance
+        current.instance = self
+        try:
+            try:
+                instance = spec.instance_pre.instantiate(self._store)
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+                if self._fault is None and "memory" in str(exc) and spec.memory_limit is not None:
+                    raise OutOfMemory(
+                        f"cannot instantiate within memory_limit={spec.memory_limit} bytes: {exc}",
+                        function=spec.function,
+                    ) from None
+                raise self._classify(exc, "instantiation") from None
+            exports = instance.exports(self._store)
+            self._memory = exports["memory"]
+            self._alloc_func = exports["wh_alloc"]
+            self._handle_func = exports["wh_handle"]
+            assert isinstance(self._memory, wasmtime.Memory)
+            assert isinstance(self._alloc_func, wasmtime.Func)
+            assert isinstance(self._handle_func, wasmtime.Func)
+            self._mem_addr = ctypes.addressof(self._memory._memory)  # noqa: SLF001
+            self._alloc_addr = ctypes.addressof(self._alloc_func._func)  # noqa: SLF001
+            self._handle_addr = ctypes.addressof(self._handle_func._func)  # noqa: SLF001
+            for name, present in (("_initialize", spec.has_initialize), ("wh_init", spec.has_init)):
+                if present:
+                    func = exports[name]
+                    assert isinstance(func, wasmtime.Func)
+                    self._call_void(func, name)
+                    self._raise_recorded()
+        finally:
+            current.instance = previous
+        return self
+
+    def _wasi_config(self) -> wasmtime.WasiConfig:
+        config = wasmtime.WasiConfig()
+        config.argv = [self.function]
+        services, actor_id = self.services, self.actor_id
+
+        def to_log(level: int) -> Callable[[bytes], None]:
+            def write(data: bytes) -> None:
+                for line in data.decode("utf-8", "replace").splitlines():
+                    services.log(level, line, actor_id)
+
+            return write
+
+        config.stdout_custom = to_log(2)
+        config.stderr_custom = to_log(3)
+        return config
+
+    # --- the call -------------------------------------------------------------
+
+    def handle(self, payload: bytes, sink: ChunkSink | None = None) -> bytes:
+        """Run ``wh_handle`` once with ``payload`` and return the reply bytes.
+
+        Emitted chunks go to ``sink`` as they are produced.  Raises
+        :class:`GuestError` (the instance lives on), :class:`PayloadTooLarge`
+        for an oversized reply (the instance lives on), or a fatal
+        :class:`GuestFault`.
+        """
+        spec = self.spec
+        n = len(payload)
+        if n > spec.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload of {n} bytes is over max_payload_bytes={spec.max_payload_bytes}",
+                function=self.function,
+                size=n,
+                limit=spec.max_payload_bytes,
+            )
+        ctx = self._ctx
+        ffi_ok = ffi.AVAILABLE
+        if ffi_ok:
+            ffi.set_epoch_deadline(ctx, spec.timeout_ticks)
+            if spec.fuel is not None:
+                ffi.set_fuel(ctx, spec.fuel)
+        else:  # pragma: no cover - depends on the wasmtime build
+            self._store.set_epoch_deadline(spec.timeout_ticks)
+            if spec.fuel is not None:
+                self._store.set_fuel(spec.fuel)
+        self._sink = sink
+        self._guest_error = None
+        previous = current.instance
+        current.instance = self
+        try:
+            ptr = self._call_alloc(n, False)
+            self._write(ptr, payload, "wh_alloc")
+            packed = self._call_handle(ptr, n)
+        except AbiViolation as exc:
+            raise AbiError(str(exc), function=self.function) from None
+        finally:
+            current.instance = previous
+            self._sink = None
+        reply_ptr, reply_len = abi.unpack_location(packed)
+        if self._guest_error is not None:
+            message, self._guest_error = self._guest_error, None
+            raise GuestError(message, function=self.function)
+        if reply_len > spec.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"reply of {reply_len} bytes is over max_payload_bytes={spec.max_payload_bytes}",
+                function=self.function,
+                size=reply_len,
+                limit=spec.max_payload_bytes,
+            )
+        try:
+            return self._read(reply_ptr, reply_len)
+        except AbiViolation as exc:
+            raise AbiError(f"wh_handle returned {exc}", function=self.function) from None
+
+    # Called by host functions while the guest runs -----------------------------
+
+    def emit(self, data: bytes) -> None:
+        """Deliver one stream chunk of the running call."""
+        if len(data) > self.spec.max_payload_bytes:
+            raise AbiViolation(f"emitted chunk of {len(data)} bytes is over max_payload_bytes")
+        if self._sink is not None:
+            self._sink.emit(data)
+
+    def record_guest_error(self, message: str) -> None:
+        """Remember a ``fail`` call: the running call will raise :class:`GuestError`."""
+        self._guest_error = message
+
+    def record_fault(self, fault: WasmhiveError) -> None:
+        """Remember why a host function aborted the call (wins over the trap it causes)."""
+        if self._fault is None:
+            self._fault = fault
+
+    def read(self, ptr: int, length: int, what: str = "guest") -> bytes:
+        """Copy ``length`` bytes at ``ptr`` out of guest memory, bounds-checked."""
+        return self._read(ptr & 0xFFFFFFFF, length & 0xFFFFFFFF, what)
+
+    def write_new(self, data: bytes) -> int:
+        """Copy ``data`` into fresh guest memory from ``wh_alloc``; return it packed."""
+        ptr = self._call_alloc(len(data), True)
+        self._write(ptr, data, "wh_alloc")
+        return abi.pack_location(ptr, len(data))
+
+    # --- memory -----------------------------------------------------------------
+
+    def _bounds(self) -> tuple[int, int]:
+        if ffi.AVAILABLE and self.spec.call_path == "fast":
+            return ffi.memory_data(self._ctx, self._mem_addr) or 0, ffi.memory_data_size(self._ctx, self._mem_addr)
+        base = ctypes.cast(self._memory.data_ptr(self._store), c_void_p).value or 0
+        return base, self._memory.data_len(self._store)
+
+    def _read(self, ptr: int, length: int, what: str = "reply") -> bytes:
+        base, size = self._bounds()
+        if ptr + length > size:
+            raise AbiViolation(f"{what} range [{ptr}, {ptr + length}) is outside guest memory of {size} bytes")
+        return ctypes.string_at(base + ptr, length) if length else b""
+
+    def _write(self, ptr: int, data: bytes, what: str) -> None:
+        base, size = self._bounds()
+        if ptr + len(data) > size:
+            raise AbiViolation(f"{what} returned [{ptr}, {ptr + len(data)}), outside guest memory of {size} bytes")
+        ctypes.memmove(base + ptr, data, len(data))
+
+    # --- the two call paths ---------------------------------------------------
+
+    def _alloc_fast(self, size: int, nested: bool) -> int:
+        args = self._nested_args if nested else self._args
+        trap = self._nested_trap if nested else self._trap
+        args[0].i32 = size
+        err = ffi.func_call_unchecked(self._ctx, self._alloc_addr, ctypes.addressof(args), 1, ctypes.addressof(trap))
+        if err or trap.value:
+            raise self._raw_failure(err, trap, "wh_alloc")
+        return args[0].i32 & 0xFFFFFFFF
+
+    def _handle_fast(self, ptr: int, size: int) -> int:
+        args = self._args
+        args[0].i32 = ptr
+        args[1].i32 = size
+        err = ffi.func_call_unchecked(self._ctx, self._handle_addr, self._args_addr, 2, self._trap_addr)
+        if err or self._trap.value:
+            raise self._raw_failure(err, self._trap, "wh_handle")
+        return args[0].i64
+
+    def _void_fast(self, func: wasmtime.Func, name: str) -> None:
+        err = ffi.func_call_unchecked(
+            self._ctx, ctypes.addressof(func._func), self._args_addr, 0, self._trap_addr  # noqa: SLF001
+        )
+        if err or self._trap.value:
+            raise self._raw_failure(err, self._trap, name)
+
+    def _alloc_public(self, size: int, nested: bool) -> int:
+        try:
+            return int(self._alloc_func(self._store, size)) & 0xFFFFFFFF
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise self._classify(exc, "wh_alloc") from None
+
+    def _handle_public(self, ptr: int, size: int) -> int:
+        try:
+            return int(self._handle_func(self._store, ptr, size))
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise self._classify(exc, "wh_handle") from None
+
+    def _void_public(self, func: wasmtime.Func, name: str) -> None:
+        try:
+            func(self._store)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise self._classify(exc, name) from None
+
+    # --- errors -----------------------------------------------------------------
+
+    def _raw_failure(self, err: int | None, trap: c_void_p, where: str) -> WasmhiveError:
+        exc: wasmtime.Trap | wasmtime.WasmtimeError
+        if trap.value:
+            exc = wasmtime.Trap._from_ptr(ctypes.cast(trap.value, POINTER(wasmtime_ffi.wasm_trap_t)))  # noqa: SLF001
+            trap.value = None
+            if err:
+                wasmtime.WasmtimeError._from_ptr(  # noqa: SLF001 - frees it
+                    ctypes.cast(err, POINTER(wasmtime_ffi.wasmtime_error_t))
+                )
+        else:
+            exc = wasmtime.WasmtimeError._from_ptr(  # noqa: SLF001
+                ctypes.cast(err, POINTER(wasmtime_ffi.wasmtime_error_t))
+            )
+        return self._classify(exc, where)
+
+    def _raise_recorded(self) -> None:
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
+            raise fault
+
+    def _classify(self, exc: wasmtime.Trap | wasmtime.WasmtimeError, where: str) -> WasmhiveError:
+        """Turn a wasmtime trap or error into the typed fault it stands for."""
+        if self._fault is not None:
+            fault, self._fault = self._fault, None
+            return fault
+        spec, fn = self.spec, self.function
+        code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
+        message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
+        if code is None and "all fuel consumed" in message:
+            code = wasmtime.TrapCode.OUT_OF_FUEL
+        if code == wasmtime.TrapCode.INTERRUPT:
+            return CallTimeout(f"{where} ran past the timeout of {spec.timeout:g}s", function=fn, timeout=spec.timeout)
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            return FuelExhausted(f"{where} used up its fuel budget of {spec.fuel}", function=fn, fuel=spec.fuel)
+        if code == wasmtime.TrapCode.ALLOCATION_TOO_LARGE or (
+            code not in _NOT_MEMORY_TRAPS and self._memory_exhausted()
+        ):
+            return OutOfMemory(
+                f"{where} ran out of memory: memory_limit={spec.memory_limit} bytes reached ({message.splitlines()[0]})",
+                function=fn,
+                memory_limit=spec.memory_limit,
+            )
+        frames = []
+        if isinstance(exc, wasmtime.Trap):
+            for frame in exc.frames:
+                name = frame.func_name or f"func[{frame.func_index}]"
+                frames.append(f"{frame.module_name or '<module>'}!{name} @ {frame.module_offset:#x}")
+        return GuestTrap(
+            f"{where} trapped: {message.splitlines()[0] if message else 'unknown trap'}",
+            function=fn,
+            trap_code=None if code is None else code.name.lower(),
+            backtrace=frames,
+        )
+
+    def _memory_exhausted(self) -> bool:
+        limit = self.spec.memory_limit
+        if limit is None or not hasattr(self, "_memory"):
+            return False
+        _, size = self._bounds()
+        return size + _PAGE > limit
+
+    # --- introspection ------------------------------------------------------------
+
+    def memory_size(self) -> int:
+        """Current size of the guest's linear memory in bytes."""
+        return self._bounds()[1]
+
+    def fuel_left(self) -> int | None:
+        """Fuel left in the store (None when fuel is not enabled)."""
+        if not self.spec.fuel_enabled:
+            return None
+        out = c_uint64()
+        err = ffi.get_fuel(self._ctx, ctypes.byref(out)) if ffi.AVAILABLE else None
+        return None if err else out.value

@@ -1,0 +1,72 @@
+"""The embeddable wasmhive runtime.
+
+::
+
+    from wasmhive.runtime import Runtime
+
+    async with Runtime() as rt:
+        await rt.deploy("echo", "echo.wasm")
+        print(await rt.invoke("echo", b"hello"))
+
+Every error wasmhive raises derives from :class:`WasmhiveError`, importable
+from here together with all its subclasses.
+"""
+
+from wasmhive.actors.errors import (
+    AbiError,
+    ActorCrashed,
+    AlreadyDeployed,
+    CallTimeout,
+    FuelExhausted,
+    GuestError,
+    GuestFault,
+    GuestTrap,
+    InvalidConfig,
+    InvalidModule,
+    MailboxFull,
+    OutOfMemory,
+    PayloadTooLarge,
+    RuntimeClosed,
+    UnknownFunction,
+    WasmhiveError,
+)
+from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
+from wasmhive.actors.monitor import Monitor
+
+from .cache import CompileCache
+from .config import DeployOptions, RuntimeConfig, default_cache_dir
+from .deployment import FunctionStats
+from .kv import MemoryKeyValueStore
+from .runtime import Runtime, RuntimeStats
+
+__all__ = [
+    "AbiError",
+    "ActorCrashed",
+    "ActorRef",
+    "ActorState",
+    "AlreadyDeployed",
+    "CallTimeout",
+    "CompileCache",
+    "DeployOptions",
+    "Down",
+    "ExitReason",
+    "FuelExhausted",
+    "FunctionStats",
+    "GuestError",
+    "GuestFault",
+    "GuestTrap",
+    "InvalidConfig",
+    "InvalidModule",
+    "MailboxFull",
+    "MemoryKeyValueStore",
+    "Monitor",
+    "OutOfMemory",
+    "PayloadTooLarge",
+    "Runtime",
+    "RuntimeClosed",
+    "RuntimeConfig",
+    "RuntimeStats",
+    "UnknownFunction",
+    "WasmhiveError",
+    "default_cache_dir",
+]

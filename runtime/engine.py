@@ -1,0 +1,125 @@
+"""The wasmtime Engine of a runtime and the epoch ticker that enforces timeouts."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import platform
+import threading
+import time
+from importlib import metadata
+
+import wasmtime
+
+from wasmhive.actors import ffi
+
+from .config import RuntimeConfig
+
+__all__ = ["EpochTicker", "build_engine"]
+
+
+def build_engine(config: RuntimeConfig) -> tuple[wasmtime.Engine, str]:
+    """Create the Engine for ``config``.
+
+    Returns the engine and a fingerprint of everything that makes a compiled
+    module valid for it (wasmtime version, machine, settings): the compile
+    cache keys on it.
+    """
+    settings = {
+        "epoch_interruption": True,
+        "consume_fuel": config.fuel,
+        "memory_reservation": config.memory_reservation,
+        "memory_guard_size": config.memory_guard_size,
+        "memory_reservation_for_growth": config.memory_reservation_for_growth,
+    }
+    wasm_config = wasmtime.Config()
+    wasm_config.epoch_interruption = True
+    wasm_config.consume_fuel = config.fuel
+    wasm_config.memory_reservation = config.memory_reservation
+    wasm_config.memory_guard_size = config.memory_guard_size
+    wasm_config.memory_reservation_for_growth = config.memory_reservation_for_growth
+    try:
+        version = metadata.version("wasmtime")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        version = "unknown"
+    fingerprint = json.dumps(
+        {"wasmtime": version, "machine": platform.machine(), "system": platform.system(), **settings},
+        sort_keys=True,
+    )
+    return wasmtime.Engine(wasm_config), fingerprint
+
+
+class EpochTicker:
+    """One thread that advances the engine's epoch every ``tick`` seconds.
+
+    Each guest call sets its store's deadline a number of ticks ahead, so a
+    call that runs too long traps with an interrupt within about one tick of
+    its timeout.  The ticker parks itself after ``linger`` seconds without a
+    call and :meth:`demand` wakes it, so an idle runtime costs no wakeups.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, tick: float, linger: float = 1.0) -> None:
+        self.tick = tick
+        self._engine = engine
+        self._engine_ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
+        self._linger = linger
+        self._cond = threading.Condition()
+        self._parked = True
+        self._wanted = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="wasmhive-epoch", daemon=True)
+
+    def ticks_for(self, seconds: float) -> int:
+        """Deadline in ticks for a timeout of ``seconds`` (rounded up, plus the tick in progress)."""
+        return max(1, int(-(-seconds // self.tick))) + 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def demand(self) -> None:
+        """A guest call is starting: make sure the epoch is advancing."""
+        self._wanted = True
+        if self._parked:
+            with self._cond:
+                self._parked = False
+                self._cond.notify()
+
+    def advance(self, ticks: int) -> None:
+        """Advance the epoch by ``ticks`` at once: every running call past its deadline traps."""
+        increment = ffi.increment_epoch if ffi.AVAILABLE else None
+        for _ in range(ticks):
+            if increment is not None:
+                increment(self._engine_ptr)
+            else:  # pragma: no cover
+                self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        """Stop and join the ticker thread."""
+        with self._cond:
+            self._stopping = True
+            self._parked = False
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        increment = self._engine.increment_epoch
+        idle_since = time.monotonic()
+        while True:
+            with self._cond:
+                while self._parked and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            time.sleep(self.tick)
+            increment()
+            if self._wanted:
+                self._wanted = False
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > self._linger:
+                with self._cond:
+                    # Park first, then look again: a demand() racing with us
+                    # either sees _parked and wakes us, or is seen here.
+                    self._parked = True
+                    if self._wanted:
+                        self._parked = False

@@ -1,0 +1,124 @@
+"""Reading a module's bytes and checking it against guest ABI v1."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import wasmtime
+
+from wasmhive.actors import abi
+from wasmhive.actors.errors import InvalidModule
+
+__all__ = ["ModuleInfo", "inspect_module", "read_module_source"]
+
+ModuleSource = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+_WASM_MAGIC = b"\0asm"
+
+
+def read_module_source(function: str, source: ModuleSource) -> bytes:
+    """The wasm binary for ``source``: bytes of wasm or WAT text, or a path to either."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidModule(f"cannot read module file {str(path)!r}: {exc.strerror}", function=function) from None
+    else:
+        data = bytes(source)
+    if data.startswith(_WASM_MAGIC):
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not text.strip():
+        raise InvalidModule(
+            "not a WebAssembly module: expected wasm bytes (starting with \\0asm) or WAT text",
+            function=function,
+        )
+    try:
+        return wasmtime.wat2wasm(text)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidModule(f"the WAT text does not parse: {_first_line(exc)}", function=function) from None
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What the runtime needs to know about a validated module."""
+
+    host_imports: frozenset[str]
+    uses_wasi: bool
+    has_initialize: bool
+    has_init: bool
+    initial_memory: int
+
+
+def _sig(ty: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results)
+
+
+def _fmt(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    params, results = sig
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
+
+
+def inspect_module(function: str, module: wasmtime.Module) -> ModuleInfo:
+    """Check that ``module`` speaks ABI v1; raise :class:`InvalidModule` saying what to fix."""
+    exports = {e.name: e.type for e in module.exports}
+    memory = exports.get("memory")
+    if not isinstance(memory, wasmtime.MemoryType):
+        raise InvalidModule(
+            "the module must export its linear memory as \"memory\" (ABI v1, see docs/abi.md)", function=function
+        )
+    for name, want in abi.REQUIRED_EXPORTS.items():
+        ty = exports.get(name)
+        if ty is None:
+            raise InvalidModule(
+                f"the module must export {name}{_fmt(want)} (ABI v1, see docs/abi.md)", function=function
+            )
+        if not isinstance(ty, wasmtime.FuncType) or _sig(ty) != want:
+            got = _fmt(_sig(ty)) if isinstance(ty, wasmtime.FuncType) else "not a function"
+            raise InvalidModule(f"export {name} must be {_fmt(want)}, found {got}", function=function)
+    optional: dict[str, bool] = {}
+    for name, want in abi.OPTIONAL_EXPORTS.items():
+        ty = exports.get(name)
+        if ty is not None and (not isinstance(ty, wasmtime.FuncType) or _sig(ty) != want):
+            raise InvalidModule(f"export {name}, if present, must be {_fmt(want)}", function=function)
+        optional[name] = ty is not None
+
+    host_imports: set[str] = set()
+    uses_wasi = False
+    for imp in module.imports:
+        if imp.module == abi.IMPORT_MODULE:
+            want = abi.HOST_IMPORTS.get(imp.name or "")
+            if want is None:
+                known = ", ".join(sorted(abi.HOST_IMPORTS))
+                raise InvalidModule(
+                    f"imports wasmhive.{imp.name}, which ABI v1 does not define (known: {known})", function=function
+                )
+            if not isinstance(imp.type, wasmtime.FuncType) or _sig(imp.type) != want:
+                raise InvalidModule(f"import wasmhive.{imp.name} must be {_fmt(want)}", function=function)
+            host_imports.add(imp.name or "")
+        elif imp.module == abi.WASI_MODULE:
+            uses_wasi = True
+        else:
+            raise InvalidModule(
+                f"imports {imp.module}.{imp.name}; a module may import only from "
+                f"\"{abi.IMPORT_MODULE}\" and \"{abi.WASI_MODULE}\"",
+                function=function,
+            )
+    return ModuleInfo(
+        host_imports=frozenset(host_imports),
+        uses_wasi=uses_wasi,
+        has_initialize=optional["_initialize"],
+        has_init=optional["wh_init"],
+        initial_memory=memory.limits.min * 65536,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,376 @@
+"""The embeddable runtime: deploy WASM functions and call them, under trio or asyncio."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+import wasmtime
+
+from wasmhive.actors.bridge import LoopBridge
+from wasmhive.actors.errors import (
+    ActorCrashed,
+    AlreadyDeployed,
+    InvalidConfig,
+    InvalidModule,
+    PayloadTooLarge,
+    RuntimeClosed,
+    UnknownFunction,
+    WasmhiveError,
+)
+from wasmhive.actors.host import HostServices, KeyValueStore, define_host_imports
+from wasmhive.actors.instance import InstanceSpec
+from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
+from wasmhive.actors.monitor import Monitor
+from wasmhive.actors.sinks import ChunkPipe
+
+from .cache import CompileCache
+from .config import DeployOptions, RuntimeConfig
+from .deployment import Deployment, FunctionStats
+from .engine import EpochTicker, build_engine
+from .kv import MemoryKeyValueStore
+from .module import ModuleSource, inspect_module, read_module_source
+from .registry import ActorRegistry
+
+__all__ = ["Runtime", "RuntimeStats"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RuntimeStats(msgspec.Struct):
+    """A snapshot of the runtime: every function, live actors, compile cache counters."""
+
+    functions: dict[str, FunctionStats]
+    actors: int
+    cache: dict[str, int]
+
+
+class Runtime:
+    """Deploys WebAssembly functions as actors and calls them.
+
+    Use it as an async context manager, under trio or asyncio::
+
+        async with Runtime() as rt:
+            await rt.deploy("echo", "echo.wasm")
+            print(await rt.invoke("echo", b"hello"))
+            async for chunk in rt.stream("echo", b"..."):
+                ...
+
+    Closing it stops every actor and joins every thread it started.
+    """
+
+    def __init__(self, config: RuntimeConfig | None = None, *, kv: KeyValueStore | None = None) -> None:
+        self.config = config or RuntimeConfig()
+        self.kv: KeyValueStore = kv if kv is not None else MemoryKeyValueStore()
+        self.engine, fingerprint = build_engine(self.config)
+        self.cache = CompileCache(
+            self.engine, fingerprint, self.config.resolved_cache_dir() if self.config.cache_enabled else None
+        )
+        self._ticker = EpochTicker(self.engine, self.config.epoch_tick)
+        self._registry = ActorRegistry()
+        self._deployments: dict[str, Deployment] = {}
+        self._reserved: set[str] = set()
+        self._bridge: LoopBridge | None = None
+        self._max_payload = self.config.max_payload_bytes
+        self._open = False
+        self._closed = False
+
+    # --- life cycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        if self._open or self._closed:
+            raise RuntimeError("a Runtime can be entered only once")
+        self._bridge = LoopBridge.current()
+        self._ticker.start()
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every actor (queued messages fail with RuntimeClosed) and join all threads.
+
+        Calls in flight get ``config.shutdown_grace`` seconds to finish; then
+        they are interrupted and their callers get ``CallTimeout``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        actors = self._registry.live()
+        for deployment in self._deployments.values():
+            deployment.stop()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.config.shutdown_grace):
+                for actor in actors:
+                    await actor.wait_stopped()
+            if any(actor.state is not ActorState.STOPPED and actor.exit_reason is None for actor in actors):
+                longest = max((d.options.call_timeout for d in self._deployments.values()), default=0.0)
+                self._ticker.advance(self._ticker.ticks_for(longest) + 1)
+                with anyio.move_on_after(5.0):
+                    for actor in actors:
+                        await actor.wait_stopped()
+            for actor in actors:
+                await anyio.to_thread.run_sync(actor.join_thread, 5.0)
+        self._deployments.clear()
+        self._ticker.stop()
+
+    # --- deploying ----------------------------------------------------------------
+
+    async def deploy(
+        self,
+        name: str,
+        module: ModuleSource,
+        *,
+        mode: str | None = None,
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+        fuel: int | None = None,
+        mailbox_size: int | None = None,
+        overflow: str | None = None,
+        mailbox_wait: float | None = None,
+        instances: int | None = None,
+    ) -> FunctionStats:
+        """Compile (or load from the cache), validate and start a function.
+
+        ``module`` is wasm bytes, WAT text bytes, or a path to either.
+        ``mode`` is ``"thread"`` (default: calls run on the actor's own OS
+        thread) or ``"inline"`` (calls run on the event-loop thread; for short
+        calls).  ``timeout`` is in seconds, ``memory_limit`` in bytes, ``fuel``
+        an instruction budget per call.  ``overflow`` is ``"wait"`` (a sender
+        waits up to ``mailbox_wait`` seconds for room) or ``"reject"``.
+        ``instances`` actors share the load.
+
+        Raises :class:`InvalidConfig`, :class:`InvalidModule` or
+        :class:`AlreadyDeployed`; nothing else running is affected.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidConfig(
+                f"function name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            )
+        if name in self._deployments or name in self._reserved:
+            raise AlreadyDeployed(f"a function named {name!r} is already deployed; undeploy it first", function=name)
+        options = DeployOptions.build(
+            mode=mode,
+            timeout=timeout,
+            memory_limit=memory_limit,
+            fuel=fuel,
+            mailbox_size=mailbox_size,
+            overflow=overflow,
+            mailbox_wait=mailbox_wait,
+            instances=instances,
+        )
+        if options.fuel is not None and not self.config.fuel:
+            raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
+        wasm = read_module_source(name, module)
+        self._reserved.add(name)
+        try:
+            try:
+                compiled, digest = await anyio.to_thread.run_sync(self.cache.load, wasm)
+            except wasmtime.WasmtimeError as exc:
+                raise InvalidModule(f"the module does not validate: {_first_line(exc)}", function=name) from None
+            info = inspect_module(name, compiled)
+            if info.initial_memory > options.memory_limit:
+                raise InvalidModule(
+                    f"the module starts with {info.initial_memory} bytes of memory, over memory_limit={options.memory_limit}",
+                    function=name,
+                )
+            linker = wasmtime.Linker(self.engine)
+            define_host_imports(linker, set(info.host_imports))
+            if info.uses_wasi:
+                linker.define_wasi()
+            try:
+                pre = linker.instantiate_pre(compiled)
+            except wasmtime.WasmtimeError as exc:
+                raise InvalidModule(f"the module's imports cannot be satisfied: {_first_line(exc)}", function=name) from None
+            self._check_open()
+            spec = InstanceSpec(
+                function=name,
+                engine=self.engine,
+                instance_pre=pre,
+                services=HostServices(function=name, kv=self.kv),
+                timeout=options.call_timeout,
+                timeout_ticks=self._ticker.ticks_for(options.call_timeout),
+                init_ticks=self._ticker.ticks_for(max(options.call_timeout, 1.0)),
+                memory_limit=options.memory_limit,
+                fuel=options.fuel,
+                fuel_enabled=self.config.fuel,
+                uses_wasi=info.uses_wasi,
+                has_initialize=info.has_initialize,
+                has_init=info.has_init,
+                max_payload_bytes=self._max_payload,
+                call_path=self.config.call_path,
+            )
+            assert self._bridge is not None
+            deployment = Deployment(name, digest, options, spec, self._registry, self._bridge, self._ticker)
+            self._ticker.demand()
+            try:
+                for _ in range(options.instances):
+                    deployment.spawn()
+            except WasmhiveError as exc:
+                deployment.stop()
+                raise InvalidModule(
+                    f"the module failed to start: {type(exc).__name__}: {exc.message}", function=name
+                ) from None
+            self._deployments[name] = deployment
+            return deployment.stats()
+        finally:
+            self._reserved.discard(name)
+
+    async def undeploy(self, name: str) -> None:
+        """Stop a function's actors (calls in flight finish; queued ones fail) and forget it."""
+        self._check_open()
+        deployment = self._deployments.pop(name, None)
+        if deployment is None:
+            raise UnknownFunction(f"no function named {name!r} is deployed", function=name)
+        actors = list(deployment.actors)
+        deployment.active = False
+        for actor in actors:
+            actor.stop(ExitReason("normal", "undeployed"))
+        for actor in actors:
+            await actor.wait_stopped()
+
+    # --- calling --------------------------------------------------------------------
+
+    async def invoke(self, name: str, payload: bytes) -> bytes:
+        """Call function ``name`` once; return what it emitted followed by its reply.
+
+        Raises the call's typed error (:class:`GuestError`, :class:`CallTimeout`, ...).
+        """
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed", function=name)
+        deployment = self._deployments.get(name)
+        if deployment is None:
+            raise self._unknown(name)
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
+        if len(payload) > self._max_payload:
+            raise self._too_large(name, payload)
+        return await deployment.pick().ask(payload)
+
+    async def stream(self, name: str, payload: bytes) -> AsyncIterator[bytes]:
+        """Call function ``name`` and yield each chunk it emits, then its reply (if non-empty).
+
+        With ``mode="thread"`` chunks arrive while the guest still runs; an
+        ``inline`` call holds the loop, so its chunks arrive when it returns.
+        A failed call raises its typed error after the chunks emitted before
+        the failure.  Use ``contextlib.aclosing`` if you may stop early.
+        """
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed", function=name)
+        deployment = self._deployments.get(name)
+        if deployment is None:
+            raise self._unknown(name)
+        payload = _as_bytes(payload)
+        if len(payload) > self._max_payload:
+            raise self._too_large(name, payload)
+        assert self._bridge is not None
+        actor = deployment.pick()
+        pipe = ChunkPipe(self._bridge)
+        envelope = await actor.submit(payload, pipe)
+        try:
+            error: WasmhiveError | None = None
+            reply = b""
+            if actor.policy.mode == "inline":
+                try:
+                    reply = await actor.outcome(envelope)
+                except WasmhiveError as exc:
+                    error = exc
+            while (chunk := await pipe.receive()) is not None:
+                yield chunk
+            if actor.policy.mode != "inline":
+                reply = await actor.outcome(envelope)
+            if error is not None:
+                raise error
+            if reply:
+                yield reply
+        finally:
+            pipe.abandon()
+
+    async def ask(self, ref: ActorRef, payload: bytes) -> bytes:
+        """Send one message to a specific actor (see :meth:`actors`)."""
+        actor = self._registry.get(ref)
+        if actor is None:
+            reason = self._registry.reason_of(ref)
+            raise ActorCrashed(
+                f"actor {ref.id} is gone ({reason.kind}: {reason.message})", function=ref.function, reason=reason.kind
+            )
+        return await actor.ask(_as_bytes(payload))
+
+    # --- observing --------------------------------------------------------------------
+
+    def functions(self) -> list[str]:
+        """Names of the deployed functions."""
+        return sorted(self._deployments)
+
+    def actors(self, name: str) -> list[ActorRef]:
+        """References to the live actors of a function."""
+        deployment = self._deployments.get(name)
+        if deployment is None:
+            raise self._unknown(name)
+        return [actor.ref for actor in deployment.actors]
+
+    def state(self, ref: ActorRef) -> ActorState:
+        """The state of an actor; ``STOPPED`` or ``CRASHED`` once it has ended."""
+        actor = self._registry.get(ref)
+        if actor is not None:
+            return actor.state
+        return ActorState.CRASHED if self._registry.reason_of(ref).abnormal else ActorState.STOPPED
+
+    def monitor(self, ref: ActorRef) -> Monitor:
+        """Watch an actor: the monitor receives :class:`Down` when it ends (at once if it has)."""
+        actor = self._registry.get(ref)
+        if actor is not None:
+            return actor.monitor()
+        return Monitor(Down(ref, self._registry.reason_of(ref)))
+
+    def stats(self) -> RuntimeStats:
+        """Counters and states of every function, the number of live actors, and cache counters."""
+        s = self.cache.stats
+        return RuntimeStats(
+            functions={name: d.stats() for name, d in sorted(self._deployments.items())},
+            actors=len(self._registry),
+            cache={"memory_hits": s.memory_hits, "disk_hits": s.disk_hits, "compiles": s.compiles, "rebuilt": s.rebuilt},
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed")
+        if not self._open:
+            raise RuntimeError("use the Runtime as `async with Runtime() as rt:` before deploying")
+
+    def _unknown(self, name: str) -> WasmhiveError:
+        if self._closed:
+            return RuntimeClosed("the runtime is closed", function=name)
+        known = ", ".join(sorted(self._deployments)) or "none"
+        return UnknownFunction(f"no function named {name!r} is deployed (deployed: {known})", function=name)
+
+    def _too_large(self, name: str, payload: bytes) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"payload of {len(payload)} bytes is over max_payload_bytes={self._max_payload}",
+            function=name,
+            size=len(payload),
+            limit=self._max_payload,
+        )
+
+
+def _as_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
