@@ -370,7 +370,9 @@ class Actor:
         self.state = ActorState.CRASHED if reason.abnormal else ActorState.STOPPED
         self.exit_reason = reason
         self._fail_queued(reason)
-        self._instance = None
+        if self._instance is not None:
+            self._instance.close()
+            self._instance = None
         if self._thread is not None:
             self._thread.stop()
         down = Down(self.ref, reason)

@@ -357,7 +357,7 @@ class WasmInstance:
             return fault
         spec, fn = self.spec, self.function
         code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
-        message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
+        message = _cause(exc.message if isinstance(exc, wasmtime.Trap) else str(exc))
         if code is None and "all fuel consumed" in message:
             code = wasmtime.TrapCode.OUT_OF_FUEL
         if code == wasmtime.TrapCode.INTERRUPT:
@@ -368,7 +368,7 @@ class WasmInstance:
             code not in _NOT_MEMORY_TRAPS and self._memory_exhausted()
         ):
             return OutOfMemory(
-                f"{where} ran out of memory: memory_limit={spec.memory_limit} bytes reached ({message.splitlines()[0]})",
+                f"{where} ran out of memory: memory_limit={spec.memory_limit} bytes reached ({message})",
                 function=fn,
                 memory_limit=spec.memory_limit,
             )
@@ -378,20 +378,37 @@ class WasmInstance:
                 name = frame.func_name or f"func[{frame.func_index}]"
                 frames.append(f"{frame.module_name or '<module>'}!{name} @ {frame.module_offset:#x}")
         return GuestTrap(
-            f"{where} trapped: {message.splitlines()[0] if message else 'unknown trap'}",
+            f"{where} trapped: {message}",
             function=fn,
             trap_code=None if code is None else code.name.lower(),
             backtrace=frames,
         )
 
     def _memory_exhausted(self) -> bool:
+        """Whether a trap should count as running out of memory.
+
+        wasmtime's C API does not report a refused ``memory.grow``, so this is
+        a rule: the guest trapped while using more than three quarters of its
+        memory limit (or less than a page below it).
+        """
         limit = self.spec.memory_limit
         if limit is None or not hasattr(self, "_memory"):
             return False
         _, size = self._bounds()
-        return size + _PAGE > limit
+        return size + _PAGE > limit or size * 4 > limit * 3
 
-    # --- introspection ------------------------------------------------------------
+    # --- introspection and teardown ---------------------------------------------------
+
+    def close(self) -> None:
+        """Free the Store now (not at some later garbage collection).
+
+        Call it only when no call is running.  The instance is unusable after.
+        """
+        store = self.__dict__.pop("_store", None)
+        for name in ("_memory", "_alloc_func", "_handle_func", "_call_alloc", "_call_handle", "_call_void"):
+            self.__dict__.pop(name, None)
+        if store is not None:
+            store.close()
 
     def memory_size(self) -> int:
         """Current size of the guest's linear memory in bytes."""
@@ -404,3 +421,15 @@ class WasmInstance:
         out = c_uint64()
         err = ffi.get_fuel(self._ctx, ctypes.byref(out)) if ffi.AVAILABLE else None
         return None if err else out.value
+
+
+def _cause(message: str) -> str:
+    """The one-line reason in a wasmtime trap message (which also holds a backtrace)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "unknown trap"
+    if "Caused by:" in lines:
+        after = lines[lines.index("Caused by:") + 1 :]
+        if after:
+            return after[-1]
+    return lines[-1] if lines[0].startswith("error while executing") else lines[0]
