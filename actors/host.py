@@ -27,7 +27,7 @@ import msgspec
 import wasmtime
 
 from . import abi, ffi
-from .errors import AbiError
+from .errors import AbiError, WasmhiveError
 
 if TYPE_CHECKING:
     from .instance import WasmInstance
@@ -143,6 +143,8 @@ def _run(services: HostServices, request: abi.HostRequest, actor_id: int | None)
         return services.kv.delete(ns, request.key)
     if isinstance(request, abi.KvIncrRequest):
         _check_ttl(request.ttl)
+        if not -(2**63) <= request.by < 2**63:
+            raise _OpError("bad_request", f"kv.incr by must fit in a signed 64-bit integer, got {request.by}")
         try:
             return services.kv.incr(ns, request.key, request.by, request.ttl)
         except ValueError as exc:
@@ -173,13 +175,16 @@ _Finalizer = ctypes.CFUNCTYPE(None, c_void_p)
 
 
 def _trap(instance: WasmInstance | None, name: str, exc: BaseException) -> int:
+    fault: WasmhiveError | None = None
     if isinstance(exc, AbiViolation):
         message = str(exc)
+    elif isinstance(exc, WasmhiveError):  # e.g. the guest's wh_alloc trapped inside host_call
+        message, fault = str(exc), exc
     else:
         guest_logger.error("host function %s failed", name, exc_info=exc)
         message = f"host function {name} failed: {exc!r}"
     if instance is not None:
-        instance.record_fault(AbiError(message, function=instance.function))
+        instance.record_fault(fault or AbiError(message, function=instance.function))
     data = message.encode()
     return int(ffi.trap_new(data, len(data)) or 0)
 
@@ -222,7 +227,11 @@ def _host_call(env: int, caller: int, args: Any, nargs: int) -> int:
         assert instance is not None, "host_call called outside a call"
         raw = instance.read(args[0].i32, args[1].i32, "host_call")
         result = dispatch_host_call(instance.services, raw, instance.actor_id)
-        args[0].i64 = instance.write_new(abi.result_encoder.encode(result))
+        try:
+            encoded = abi.result_encoder.encode(result)
+        except (OverflowError, msgspec.EncodeError) as exc:
+            encoded = abi.result_encoder.encode(_error("bad_request", f"the result cannot be encoded: {exc}"))
+        args[0].i64 = instance.write_new(encoded)
         return 0
     except BaseException as exc:
         return _trap(instance, "host_call", exc)

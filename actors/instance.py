@@ -399,6 +399,10 @@ class WasmInstance:
 
     # --- introspection and teardown ---------------------------------------------------
 
+    def _check_open(self) -> None:
+        if "_store" not in self.__dict__:
+            raise RuntimeError("the instance is closed")
+
     def close(self) -> None:
         """Free the Store now (not at some later garbage collection).
 
@@ -412,10 +416,12 @@ class WasmInstance:
 
     def memory_size(self) -> int:
         """Current size of the guest's linear memory in bytes."""
+        self._check_open()
         return self._bounds()[1]
 
     def fuel_left(self) -> int | None:
         """Fuel left in the store (None when fuel is not enabled)."""
+        self._check_open()
         if not self.spec.fuel_enabled:
             return None
         out = c_uint64()

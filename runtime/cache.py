@@ -1,10 +1,12 @@
 """The compile cache: compiled modules on disk, keyed and verified.
 
-A file is keyed by the module's SHA-256, the wasmtime version and the engine
-settings (see :func:`~wasmhive.runtime.engine.build_engine`), and carries the
-SHA-256 of its own payload.  Loading re-hashes the payload before handing it
-to wasmtime, because deserializing untrusted bytes is unsafe: a corrupted,
-truncated or foreign file is detected, removed and rebuilt, never run.
+A file is named after the module's SHA-256 and the engine settings (wasmtime
+version, machine, settings; see :func:`~wasmhive.runtime.engine.build_engine`).
+Its header repeats both and carries the SHA-256 of the payload.  Loading checks
+all three before handing the payload to wasmtime, because deserializing
+untrusted bytes is unsafe: a corrupted, truncated or foreign file (including a
+valid file of another module or engine copied into place) is detected, removed
+and rebuilt, never run.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ __all__ = ["CacheStats", "CompileCache"]
 
 logger = logging.getLogger("wasmhive.cache")
 
-_MAGIC = b"WASMHIVE-CWASM-1"
-_HEADER = len(_MAGIC) + 32
+_MAGIC = b"WASMHIVE-CWASM-2"
+# magic | module sha256 (32) | settings hash (32) | payload sha256 (32) | payload
+_HEADER = len(_MAGIC) + 96
 
 
 @dataclass
@@ -41,7 +44,8 @@ class CompileCache:
 
     def __init__(self, engine: wasmtime.Engine, fingerprint: str, directory: Path | None) -> None:
         self._engine = engine
-        self._settings = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+        self._settings_digest = hashlib.sha256(fingerprint.encode()).digest()
+        self._settings = self._settings_digest.hex()[:16]
         self._directory = directory
         self._modules: dict[str, wasmtime.Module] = {}
         self.stats = CacheStats()
@@ -67,12 +71,12 @@ class CompileCache:
             self.stats.memory_hits += 1
             return module, digest
         path = self.path_for(digest)
-        module = self._read(path) if path is not None else None
+        module = self._read(path, digest) if path is not None else None
         if module is None:
             module = wasmtime.Module(self._engine, wasm)
             self.stats.compiles += 1
             if path is not None:
-                self._write(path, module)
+                self._write(path, digest, module)
         else:
             self.stats.disk_hits += 1
         self._modules[digest] = module
@@ -82,7 +86,10 @@ class CompileCache:
         """Drop the in-memory module (the disk copy stays)."""
         self._modules.pop(digest, None)
 
-    def _read(self, path: Path) -> wasmtime.Module | None:
+    def _header(self, digest: str, payload_digest: bytes) -> bytes:
+        return _MAGIC + bytes.fromhex(digest) + self._settings_digest + payload_digest
+
+    def _read(self, path: Path, digest: str) -> wasmtime.Module | None:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -93,7 +100,9 @@ class CompileCache:
         problem = None
         if len(blob) < _HEADER or not blob.startswith(_MAGIC):
             problem = "not a wasmhive cache file"
-        elif hashlib.sha256(memoryview(blob)[_HEADER:]).digest() != blob[len(_MAGIC) : _HEADER]:
+        elif blob[len(_MAGIC) : len(_MAGIC) + 64] != bytes.fromhex(digest) + self._settings_digest:
+            problem = "compiled from another module or for another engine"
+        elif hashlib.sha256(memoryview(blob)[_HEADER:]).digest() != blob[len(_MAGIC) + 64 : _HEADER]:
             problem = "checksum mismatch (corrupted or truncated)"
         if problem is None:
             try:
@@ -108,9 +117,9 @@ class CompileCache:
             pass
         return None
 
-    def _write(self, path: Path, module: wasmtime.Module) -> None:
+    def _write(self, path: Path, digest: str, module: wasmtime.Module) -> None:
         payload = module.serialize()
-        blob = _MAGIC + hashlib.sha256(payload).digest() + payload
+        blob = self._header(digest, hashlib.sha256(payload).digest()) + payload
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")

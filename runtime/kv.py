@@ -8,6 +8,8 @@ from typing import Callable
 
 __all__ = ["MemoryKeyValueStore"]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 class MemoryKeyValueStore:
     """A thread-safe, namespaced key-value store with per-key TTLs.
@@ -40,7 +42,10 @@ class MemoryKeyValueStore:
             return present
 
     def incr(self, namespace: str, key: str, by: int = 1, ttl: float | None = None) -> int:
-        """Add ``by`` to the decimal integer under ``key``; raises ValueError if it is not one.
+        """Add ``by`` to the decimal integer under ``key``.
+
+        Raises ValueError (storing nothing) if the value is not a decimal
+        integer or the result leaves the signed 64-bit range.
 
         A ``ttl`` applies when the key is created; an existing key keeps its expiry.
         """
@@ -55,6 +60,8 @@ class MemoryKeyValueStore:
                 except (UnicodeDecodeError, ValueError):
                     raise ValueError(f"kv.incr: the value under {key!r} is not a decimal integer") from None
                 expiry = self._data[(namespace, key)][1]
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ValueError(f"kv.incr: the result {value} would leave the signed 64-bit range")
             self._data[(namespace, key)] = (str(value).encode(), expiry)
             self._wrote()
             return value

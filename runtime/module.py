@@ -40,9 +40,13 @@ def read_module_source(function: str, source: ModuleSource) -> bytes:
             function=function,
         )
     try:
-        return wasmtime.wat2wasm(text)
+        return bytes(wasmtime.wat2wasm(text))
     except wasmtime.WasmtimeError as exc:
-        raise InvalidModule(f"the WAT text does not parse: {_first_line(exc)}", function=function) from None
+        raise InvalidModule(
+            f"not a WebAssembly module: the bytes are neither wasm (starting with \\0asm) nor valid WAT text "
+            f"({_first_line(exc)})",
+            function=function,
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import anyio
 import msgspec
 import wasmtime
 
+from wasmhive.actors.actor import Actor
 from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import (
     ActorCrashed,
@@ -116,8 +117,9 @@ class Runtime:
                 with anyio.move_on_after(5.0):
                     for actor in actors:
                         await actor.wait_stopped()
-            for actor in actors:
-                await anyio.to_thread.run_sync(actor.join_thread, 5.0)
+            started = [actor for actor in actors if actor.thread_started]
+            if started:
+                await anyio.to_thread.run_sync(_join_all, started, 5.0)
         self._deployments.clear()
         self._ticker.stop()
 
@@ -153,20 +155,24 @@ class Runtime:
         self._check_open()
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidConfig(
-                f"function name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+                f"function name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                function=name if isinstance(name, str) else None,
             )
         if name in self._deployments or name in self._reserved:
             raise AlreadyDeployed(f"a function named {name!r} is already deployed; undeploy it first", function=name)
-        options = DeployOptions.build(
-            mode=mode,
-            timeout=timeout,
-            memory_limit=memory_limit,
-            fuel=fuel,
-            mailbox_size=mailbox_size,
-            overflow=overflow,
-            mailbox_wait=mailbox_wait,
-            instances=instances,
-        )
+        try:
+            options = DeployOptions.build(
+                mode=mode,
+                timeout=timeout,
+                memory_limit=memory_limit,
+                fuel=fuel,
+                mailbox_size=mailbox_size,
+                overflow=overflow,
+                mailbox_wait=mailbox_wait,
+                instances=instances,
+            )
+        except InvalidConfig as exc:
+            raise InvalidConfig(exc.message, function=name) from None
         if options.fuel is not None and not self.config.fuel:
             raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
         wasm = read_module_source(name, module)
@@ -212,8 +218,10 @@ class Runtime:
             deployment = Deployment(name, digest, options, spec, self._registry, self._bridge, self._ticker)
             self._ticker.demand()
             try:
-                for _ in range(options.instances):
+                for i in range(options.instances):
                     deployment.spawn()
+                    if i % 64 == 63:
+                        await anyio.sleep(0)  # let other tasks run while many actors start
             except WasmhiveError as exc:
                 deployment.stop()
                 raise InvalidModule(
@@ -361,6 +369,11 @@ class Runtime:
             size=len(payload),
             limit=self._max_payload,
         )
+
+
+def _join_all(actors: list[Actor], timeout: float) -> None:
+    for actor in actors:
+        actor.join_thread(timeout)
 
 
 def _as_bytes(payload: Any) -> bytes:

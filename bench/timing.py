@@ -1,0 +1,115 @@
+"""Timing loops, percentiles and process-memory probes for the benchmark."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "AsyncCall",
+    "Samples",
+    "SyncCall",
+    "map_count",
+    "percentile",
+    "rss_bytes",
+    "time_async_round",
+    "time_sync_round",
+]
+
+SyncCall = Callable[[bytes], bytes]
+AsyncCall = Callable[[bytes], Awaitable[bytes]]
+
+_clock = time.perf_counter_ns
+
+
+@dataclass
+class Samples:
+    """Per-call latencies of one case, and the wall time of the rounds they came from."""
+
+    name: str
+    latencies_ns: list[int] = field(default_factory=list)
+    wall_ns: int = 0
+    #: Median latency of each round, to show how much the machine's noise moved it.
+    round_p50_ns: list[int] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        """Number of timed calls."""
+        return len(self.latencies_ns)
+
+    def summary(self) -> dict[str, float]:
+        """p50/p99/mean in microseconds, sequential throughput (calls / wall time), round spread."""
+        ordered = sorted(self.latencies_ns)
+        summary = {
+            "p50_us": percentile(ordered, 50) / 1000,
+            "p99_us": percentile(ordered, 99) / 1000,
+            "mean_us": sum(ordered) / len(ordered) / 1000,
+            "ops_per_s": self.calls / (self.wall_ns / 1e9),
+            "calls": self.calls,
+        }
+        if self.round_p50_ns:
+            summary["round_p50_min_us"] = min(self.round_p50_ns) / 1000
+            summary["round_p50_max_us"] = max(self.round_p50_ns) / 1000
+        return summary
+
+    def end_round(self, first: int, wall_ns: int) -> None:
+        """Account for a round whose latencies start at index ``first``."""
+        self.wall_ns += wall_ns
+        self.round_p50_ns.append(int(percentile(sorted(self.latencies_ns[first:]), 50)))
+
+
+def percentile(ordered: list[int] | list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    if not ordered:
+        raise ValueError("no samples")
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return float(ordered[int(rank) - 1])
+
+
+def _check(name: str, got: bytes, want: bytes) -> None:
+    if got != want:
+        raise AssertionError(f"{name}: echo returned {got[:16]!r}... ({len(got)} bytes), not the payload")
+
+
+def time_sync_round(samples: Samples, call: SyncCall, payload: bytes, n: int) -> None:
+    """Make ``n`` sequential calls, recording each one's latency; check the last reply."""
+    record = samples.latencies_ns.append
+    first = samples.calls
+    reply = b""
+    start = _clock()
+    for _ in range(n):
+        t0 = _clock()
+        reply = call(payload)
+        record(_clock() - t0)
+    samples.end_round(first, _clock() - start)
+    _check(samples.name, reply, payload)
+
+
+async def time_async_round(samples: Samples, call: AsyncCall, payload: bytes, n: int) -> None:
+    """The awaitable twin of :func:`time_sync_round`."""
+    record = samples.latencies_ns.append
+    first = samples.calls
+    reply = b""
+    start = _clock()
+    for _ in range(n):
+        t0 = _clock()
+        reply = await call(payload)
+        record(_clock() - t0)
+    samples.end_round(first, _clock() - start)
+    _check(samples.name, reply, payload)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (``VmRSS`` in ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def map_count() -> int:
+    """Number of memory mappings of this process (Linux caps it at ``vm.max_map_count``)."""
+    with open("/proc/self/maps", "rb") as maps:
+        return sum(1 for _ in maps)

@@ -1,0 +1,213 @@
+"""Actor semantics: mailbox order and overflow, crashes, monitors, replacement, dispatch."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from wasmhive.runtime import (
+    ActorCrashed,
+    ActorState,
+    Down,
+    GuestError,
+    GuestTrap,
+    MailboxFull,
+    Runtime,
+)
+
+import guests
+from helpers import eventually
+
+pytestmark = pytest.mark.trio
+
+
+def release(rt: Runtime, function: str) -> None:
+    """Let one GATED call that waits for "go" proceed."""
+    rt.kv.set(function, "go", b"1")
+
+
+async def start_blocked(rt: Runtime, nursery: trio.Nursery, function: str, results: dict[str, object]) -> None:
+    """Start a GATED "?" (wait) call and return once the actor is busy with it."""
+    (ref,) = rt.actors(function)
+
+    async def call() -> None:
+        try:
+            results["blocked"] = await rt.invoke(function, b"?wait")
+        except Exception as exc:
+            results["blocked"] = exc
+
+    nursery.start_soon(call)
+    await eventually(lambda: rt.state(ref) is ActorState.BUSY)
+
+
+async def test_messages_are_handled_one_at_a_time_in_arrival_order(rt: Runtime) -> None:
+    await rt.deploy("seq", guests.HOST_PROXY.encode(), mailbox_size=100)
+    incr = msgspec.msgpack.encode({"op": "kv.incr", "key": "n"})
+    replies: list[tuple[int, int]] = []
+
+    async def send(i: int) -> None:
+        result = msgspec.msgpack.decode(await rt.invoke("seq", incr))
+        replies.append((i, result["value"]))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(30):
+            nursery.start_soon(send, i)
+            await trio.testing.wait_all_tasks_blocked()
+    # Sender i arrived i-th, so it must have been handled i-th.
+    assert sorted(replies) == [(i, i + 1) for i in range(30)]
+
+
+async def test_reject_overflow_fails_at_once_and_drops_nothing(rt: Runtime) -> None:
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=2, overflow="reject")
+    results: dict[str, object] = {}
+    queued: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        await start_blocked(rt, nursery, "g", results)
+
+        async def send(payload: bytes) -> None:
+            queued.append(await rt.invoke("g", payload))
+
+        for payload in (b"one", b"two"):
+            nursery.start_soon(send, payload)
+        await trio.testing.wait_all_tasks_blocked()
+        assert rt.stats().functions["g"].queued == 2
+        with pytest.raises(MailboxFull) as info:
+            await rt.invoke("g", b"three")
+        assert info.value.function == "g"
+        release(rt, "g")
+    assert results["blocked"] == b"?wait"
+    assert queued == [b"one", b"two"]
+
+
+async def test_wait_overflow_waits_for_room(rt: Runtime) -> None:
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=1, overflow="wait", mailbox_wait=30)
+    results: dict[str, object] = {}
+    done: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        await start_blocked(rt, nursery, "g", results)
+
+        async def send(payload: bytes) -> None:
+            done.append(await rt.invoke("g", payload))
+
+        nursery.start_soon(send, b"queued")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(send, b"waiting")  # mailbox full: this sender waits
+        await trio.testing.wait_all_tasks_blocked()
+        assert done == []
+        release(rt, "g")
+    assert results["blocked"] == b"?wait"
+    assert done == [b"queued", b"waiting"]
+
+
+async def test_wait_overflow_gives_mailbox_full_after_the_deadline(rt: Runtime) -> None:
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=0, overflow="wait", mailbox_wait=0.05)
+    results: dict[str, object] = {}
+    async with trio.open_nursery() as nursery:
+        await start_blocked(rt, nursery, "g", results)
+        with pytest.raises(MailboxFull, match="stayed full"):
+            await rt.invoke("g", b"late")
+        release(rt, "g")
+    assert results["blocked"] == b"?wait"
+
+
+async def test_crash_fails_queued_messages_and_notifies_monitors(rt: Runtime) -> None:
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=10)
+    (ref,) = rt.actors("g")
+    monitor = rt.monitor(ref)
+    outcomes: dict[str, object] = {}
+
+    async def send(key: str, payload: bytes) -> None:
+        try:
+            outcomes[key] = await rt.invoke("g", payload)
+        except Exception as exc:
+            outcomes[key] = exc
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send, "crasher", b"!trap")
+        await eventually(lambda: rt.state(ref) is ActorState.BUSY)
+        for key in ("q1", "q2", "q3"):
+            nursery.start_soon(send, key, key.encode())
+        await trio.testing.wait_all_tasks_blocked()
+        release(rt, "g")
+
+    assert isinstance(outcomes["crasher"], GuestTrap)
+    assert outcomes["crasher"].trap_code == "unreachable"
+    for key in ("q1", "q2", "q3"):
+        error = outcomes[key]
+        assert isinstance(error, ActorCrashed), error
+        assert error.reason == "trap"
+        assert error.function == "g"
+    down = await monitor.receive()
+    assert down == Down(ref, down.reason) and down.reason.kind == "trap"
+    assert rt.state(ref) is ActorState.CRASHED
+    # Monitoring the dead actor delivers Down at once, with the same reason.
+    late = await rt.monitor(ref).receive()
+    assert late.reason == down.reason
+
+
+async def test_crashed_actor_is_replaced_for_the_next_message(rt: Runtime) -> None:
+    for mode in ("inline", "thread"):
+        name = f"t-{mode}"
+        await rt.deploy(name, guests.GATED.encode(), mode=mode)
+        (first,) = rt.actors(name)
+        release(rt, name)
+        with pytest.raises(GuestTrap):
+            await rt.invoke(name, b"!trap")
+        assert await rt.invoke(name, b"still serving") == b"still serving"
+        (second,) = rt.actors(name)
+        assert second != first
+        stats = rt.stats().functions[name]
+        assert (stats.crashes, stats.replacements, stats.failures) == (1, 1, 1)
+
+
+async def test_guest_error_keeps_the_actor(rt: Runtime) -> None:
+    await rt.deploy("f", guests.FAIL_WITH_PAYLOAD.encode())
+    (ref,) = rt.actors("f")
+    with pytest.raises(GuestError, match="bad input"):
+        await rt.invoke("f", b"bad input")
+    assert rt.actors("f") == [ref]
+    assert rt.state(ref) is ActorState.IDLE
+
+
+async def test_actor_state_survives_between_calls_and_instances_share_load(rt: Runtime) -> None:
+    await rt.deploy("c", guests.COUNTER.encode(), instances=3)
+    counts = [int.from_bytes(await rt.invoke("c", b""), "little") for _ in range(4)]
+    # One caller at a time always finds the first actor idle: its state grows.
+    assert counts == [1, 2, 3, 4]
+    assert len(rt.actors("c")) == 3
+
+
+async def test_idle_inline_dispatch_does_not_switch_tasks(rt: Runtime) -> None:
+    await rt.deploy("echo", guests.ECHO.encode(), mode="inline")
+    await rt.invoke("echo", b"warm")
+
+    class CountSteps(trio.abc.Instrument):
+        steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.steps += 1
+
+    counter = CountSteps()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        for _ in range(100):
+            assert await rt.invoke("echo", b"x" * 64) == b"x" * 64
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    # The calling task ran all 100 calls without being rescheduled once.
+    assert counter.steps == 0
+
+
+async def test_busy_inline_actor_queues_and_hands_the_turn_back(rt: Runtime) -> None:
+    await rt.deploy("c", guests.COUNTER.encode(), mode="inline", mailbox_size=100)
+    got: list[int] = []
+
+    async def send() -> None:
+        got.append(int.from_bytes(await rt.invoke("c", b""), "little"))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(send)
+    assert sorted(got) == list(range(1, 21))
