@@ -71,7 +71,7 @@ async def test_reject_overflow_fails_at_once_and_drops_nothing(rt: Runtime) -> N
 
         for payload in (b"one", b"two"):
             nursery.start_soon(send, payload)
-        await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()  # "one" is queued before "two" is sent
         assert rt.stats().functions["g"].queued == 2
         with pytest.raises(MailboxFull) as info:
             await rt.invoke("g", b"three")
