@@ -48,9 +48,15 @@ class ActorPolicy(msgspec.Struct, frozen=True):
 
 
 class TickDemand(Protocol):
-    """The epoch ticker, told that a guest call is about to start."""
+    """The epoch ticker, told when guest code starts and stops running.
 
-    def demand(self) -> None: ...
+    It keeps the epoch advancing while any guest code runs, so every call's
+    deadline can fire.
+    """
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
 
 
 class Envelope:
@@ -104,7 +110,11 @@ class Actor:
 
     def start(self) -> None:
         """Instantiate the guest (synchronously; spawning is cheap).  Raises its typed error."""
-        self._instance = WasmInstance.spawn(self._spec, self.ref.id)
+        self._ticker.begin()
+        try:
+            self._instance = WasmInstance.spawn(self._spec, self.ref.id)
+        finally:
+            self._ticker.end()
         self.state = ActorState.IDLE
 
     @property
@@ -304,14 +314,14 @@ class Actor:
 
     def _run_inline(self, message: Invoke, sink: ChunkSink | None) -> Outcome:
         self.state = ActorState.BUSY
-        self._ticker.demand()
+        self._ticker.begin()
         outcome, crash = self._execute(message, sink)
         self._finish(crash, outcome)
         return outcome
 
     def _run_on_thread(self, envelope: Envelope) -> Envelope:
         self.state = ActorState.BUSY
-        self._ticker.demand()
+        self._ticker.begin()
         assert self._thread is not None
         self._thread.submit(lambda: self._thread_job(envelope))
         return envelope
@@ -333,6 +343,7 @@ class Actor:
 
     def _finish(self, crash: ExitReason | None, outcome: Outcome | None = None) -> None:
         """A call ended (on the loop thread): crash, stop, or take the next message."""
+        self._ticker.end()
         self.calls += 1
         if type(outcome) is Failed:
             self.failures += 1

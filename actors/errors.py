@@ -28,6 +28,7 @@ __all__ = [
     "GuestError",
     "GuestFault",
     "GuestTrap",
+    "HostError",
     "InvalidConfig",
     "InvalidModule",
     "MailboxFull",
@@ -182,6 +183,16 @@ class GuestTrap(GuestFault):
     @property
     def backtrace(self) -> list[str]:
         return list(self.details.get("backtrace", []))
+
+
+class HostError(GuestFault):
+    """Host code serving the guest failed unexpectedly (a bug or a failing store).
+
+    The guest is not to blame, but its call was cut off halfway, so the actor
+    ends as it would after a fault.
+    """
+
+    exit_kind = "host"
 
 
 class AbiError(GuestFault):

@@ -27,7 +27,7 @@ import msgspec
 import wasmtime
 
 from . import abi, ffi
-from .errors import AbiError, WasmhiveError
+from .errors import AbiError, HostError, WasmhiveError
 
 if TYPE_CHECKING:
     from .instance import WasmInstance
@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 guest_logger = logging.getLogger("wasmhive.guest")
+
+#: Longest log line kept; longer ones are cut.
+MAX_LOG_LINE = 8192
 
 _PY_LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
@@ -80,7 +83,7 @@ class HostServices:
             "[%s#%s] %s",
             self.function,
             actor_id,
-            message,
+            message[:MAX_LOG_LINE],
             extra={"wasmhive_function": self.function, "wasmhive_actor": actor_id},
         )
 
@@ -109,9 +112,12 @@ def dispatch_host_call(services: HostServices, raw: bytes, actor_id: int | None 
         request = abi.request_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         try:
-            op = abi.op_decoder.decode(raw).op
+            envelope = abi.op_decoder.decode(raw)
+            op, version = envelope.op, envelope.v
         except msgspec.DecodeError:
-            op = None
+            op = version = None
+        if type(version) is int and version != abi.ABI_VERSION:
+            return _error("unsupported_version", f"host call version {version!r} is not supported (this host speaks 1)")
         if isinstance(op, str) and op not in abi.KNOWN_OPS:
             return _error("unknown_op", f"unknown host call operation {op!r}")
         return _error("bad_request", str(exc))
@@ -175,16 +181,18 @@ _Finalizer = ctypes.CFUNCTYPE(None, c_void_p)
 
 
 def _trap(instance: WasmInstance | None, name: str, exc: BaseException) -> int:
-    fault: WasmhiveError | None = None
+    function = instance.function if instance is not None else None
+    fault: WasmhiveError
     if isinstance(exc, AbiViolation):
-        message = str(exc)
+        fault = AbiError(str(exc), function=function)
     elif isinstance(exc, WasmhiveError):  # e.g. the guest's wh_alloc trapped inside host_call
-        message, fault = str(exc), exc
+        fault = exc
     else:
         guest_logger.error("host function %s failed", name, exc_info=exc)
-        message = f"host function {name} failed: {exc!r}"
+        fault = HostError(f"host function {name} failed: {exc!r}", function=function)
+    message = str(fault)
     if instance is not None:
-        instance.record_fault(fault or AbiError(message, function=instance.function))
+        instance.record_fault(fault)
     data = message.encode()
     return int(ffi.trap_new(data, len(data)) or 0)
 
@@ -214,7 +222,8 @@ def _log(env: int, caller: int, args: Any, nargs: int) -> int:
     instance = current.instance
     try:
         assert instance is not None, "log called outside a call"
-        message = instance.read(args[1].i32, args[2].i32, "log").decode("utf-8", "replace")
+        message = instance.read(args[1].i32, min(args[2].i32 & 0xFFFFFFFF, MAX_LOG_LINE), "log")
+        message = message.decode("utf-8", "replace")
         instance.services.log(args[0].i32, message, instance.actor_id)
         return 0
     except BaseException as exc:

@@ -70,7 +70,8 @@ class InstanceSpec:
     #: Epoch ticks a call may run (the call timeout divided by the tick).
     timeout: float
     timeout_ticks: int
-    #: Ticks allowed for ``_initialize`` and ``wh_init`` at spawn.
+    #: Seconds and ticks allowed for ``_initialize`` and ``wh_init`` at spawn.
+    init_timeout: float
     init_ticks: int
     memory_limit: int | None
     fuel: int | None
@@ -91,7 +92,8 @@ class WasmInstance:
         self.services = spec.services
         self.actor_id = actor_id
         self._fault: WasmhiveError | None = None
-        self._guest_error: str | None = None
+        #: A non-fatal error the running call will raise when it returns.
+        self._pending: WasmhiveError | None = None
         self._sink: ChunkSink | None = None
 
         store = wasmtime.Store(spec.engine)
@@ -207,7 +209,7 @@ class WasmInstance:
             if spec.fuel is not None:
                 self._store.set_fuel(spec.fuel)
         self._sink = sink
-        self._guest_error = None
+        self._pending = None
         previous = current.instance
         current.instance = self
         try:
@@ -220,9 +222,9 @@ class WasmInstance:
             current.instance = previous
             self._sink = None
         reply_ptr, reply_len = abi.unpack_location(packed)
-        if self._guest_error is not None:
-            message, self._guest_error = self._guest_error, None
-            raise GuestError(message, function=self.function)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            raise pending
         if reply_len > spec.max_payload_bytes:
             raise PayloadTooLarge(
                 f"reply of {reply_len} bytes is over max_payload_bytes={spec.max_payload_bytes}",
@@ -238,15 +240,27 @@ class WasmInstance:
     # Called by host functions while the guest runs -----------------------------
 
     def emit(self, data: bytes) -> None:
-        """Deliver one stream chunk of the running call."""
-        if len(data) > self.spec.max_payload_bytes:
-            raise AbiViolation(f"emitted chunk of {len(data)} bytes is over max_payload_bytes")
-        if self._sink is not None:
+        """Deliver one stream chunk of the running call.
+
+        An oversized chunk is not delivered; the call then ends with
+        :class:`PayloadTooLarge` (the actor lives on).
+        """
+        limit = self.spec.max_payload_bytes
+        if len(data) > limit:
+            if self._pending is None:
+                self._pending = PayloadTooLarge(
+                    f"emitted chunk of {len(data)} bytes is over max_payload_bytes={limit}",
+                    function=self.function,
+                    size=len(data),
+                    limit=limit,
+                )
+        elif self._sink is not None:
             self._sink.emit(data)
 
     def record_guest_error(self, message: str) -> None:
         """Remember a ``fail`` call: the running call will raise :class:`GuestError`."""
-        self._guest_error = message
+        if self._pending is None:
+            self._pending = GuestError(message, function=self.function)
 
     def record_fault(self, fault: WasmhiveError) -> None:
         """Remember why a host function aborted the call (wins over the trap it causes)."""
@@ -292,7 +306,7 @@ class WasmInstance:
         err = ffi.func_call_unchecked(self._ctx, self._alloc_addr, ctypes.addressof(args), 1, ctypes.addressof(trap))
         if err or trap.value:
             raise self._raw_failure(err, trap, "wh_alloc")
-        return args[0].i32 & 0xFFFFFFFF
+        return self._allocated(args[0].i32 & 0xFFFFFFFF, size)
 
     def _handle_fast(self, ptr: int, size: int) -> int:
         args = self._args
@@ -312,9 +326,20 @@ class WasmInstance:
 
     def _alloc_public(self, size: int, nested: bool) -> int:
         try:
-            return int(self._alloc_func(self._store, size)) & 0xFFFFFFFF
+            ptr = int(self._alloc_func(self._store, size)) & 0xFFFFFFFF
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise self._classify(exc, "wh_alloc") from None
+        return self._allocated(ptr, size)
+
+    def _allocated(self, ptr: int, size: int) -> int:
+        if ptr == 0 and size > 0:
+            # NULL from a C-style allocator: it could not find the memory.
+            raise OutOfMemory(
+                f"wh_alloc returned NULL for {size} bytes (memory_limit={self.spec.memory_limit})",
+                function=self.function,
+                memory_limit=self.spec.memory_limit,
+            )
+        return ptr
 
     def _handle_public(self, ptr: int, size: int) -> int:
         try:
@@ -361,7 +386,8 @@ class WasmInstance:
         if code is None and "all fuel consumed" in message:
             code = wasmtime.TrapCode.OUT_OF_FUEL
         if code == wasmtime.TrapCode.INTERRUPT:
-            return CallTimeout(f"{where} ran past the timeout of {spec.timeout:g}s", function=fn, timeout=spec.timeout)
+            timeout = spec.timeout if where in ("wh_handle", "wh_alloc") else spec.init_timeout
+            return CallTimeout(f"{where} ran past the timeout of {timeout:g}s", function=fn, timeout=timeout)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return FuelExhausted(f"{where} used up its fuel budget of {spec.fuel}", function=fn, fuel=spec.fuel)
         if code == wasmtime.TrapCode.ALLOCATION_TOO_LARGE or (

@@ -54,12 +54,16 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fuel: bool = False
     #: ``fast`` (prebuilt ctypes calls) or ``public`` (wasmtime-py's Func.__call__).
     call_path: CallPath = "fast"
+    #: Time a guest's ``_initialize`` and ``wh_init`` together may take when an
+    #: actor starts (seconds).  Start-up runs on the event-loop thread.
+    init_timeout: float = 1.0
     #: How long ``Runtime`` waits at close for guest calls in flight (seconds)
     #: before interrupting them.
     shutdown_grace: float = 1.0
 
     def __post_init__(self) -> None:
         _positive("epoch_tick", self.epoch_tick)
+        _positive("init_timeout", self.init_timeout)
         _positive("max_payload_bytes", self.max_payload_bytes)
         if self.memory_reservation < 0 or self.memory_guard_size < 0 or self.memory_reservation_for_growth < 0:
             raise InvalidConfig("memory_reservation, memory_guard_size and memory_reservation_for_growth must be >= 0")

@@ -54,8 +54,10 @@ class EpochTicker:
 
     Each guest call sets its store's deadline a number of ticks ahead, so a
     call that runs too long traps with an interrupt within about one tick of
-    its timeout.  The ticker parks itself after ``linger`` seconds without a
-    call and :meth:`demand` wakes it, so an idle runtime costs no wakeups.
+    its timeout.  Actors bracket guest code with :meth:`begin` and :meth:`end`
+    (always on the event-loop thread).  The ticker never parks while guest code
+    runs; it parks after ``linger`` seconds with none, and :meth:`begin` wakes
+    it, so an idle runtime costs no wakeups.
     """
 
     def __init__(self, engine: wasmtime.Engine, tick: float, linger: float = 1.0) -> None:
@@ -66,6 +68,7 @@ class EpochTicker:
         self._cond = threading.Condition()
         self._parked = True
         self._wanted = False
+        self._active = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="wasmhive-epoch", daemon=True)
 
@@ -76,13 +79,18 @@ class EpochTicker:
     def start(self) -> None:
         self._thread.start()
 
-    def demand(self) -> None:
-        """A guest call is starting: make sure the epoch is advancing."""
+    def begin(self) -> None:
+        """Guest code is about to run: keep the epoch advancing until :meth:`end`."""
+        self._active += 1
         self._wanted = True
         if self._parked:
             with self._cond:
                 self._parked = False
                 self._cond.notify()
+
+    def end(self) -> None:
+        """Guest code started by :meth:`begin` has stopped running."""
+        self._active -= 1
 
     def advance(self, ticks: int) -> None:
         """Advance the epoch by ``ticks`` at once: every running call past its deadline traps."""
@@ -113,13 +121,13 @@ class EpochTicker:
                     return
             time.sleep(self.tick)
             increment()
-            if self._wanted:
+            if self._wanted or self._active:
                 self._wanted = False
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > self._linger:
                 with self._cond:
-                    # Park first, then look again: a demand() racing with us
+                    # Park first, then look again: a begin() racing with us
                     # either sees _parked and wakes us, or is seen here.
                     self._parked = True
-                    if self._wanted:
+                    if self._wanted or self._active:
                         self._parked = False

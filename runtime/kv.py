@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable
@@ -9,6 +10,7 @@ from typing import Callable
 __all__ = ["MemoryKeyValueStore"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_DECIMAL = re.compile(rb"-?[0-9]+")
 
 
 class MemoryKeyValueStore:
@@ -55,10 +57,9 @@ class MemoryKeyValueStore:
             if current is None:
                 value = by
             else:
-                try:
-                    value = int(current.decode("ascii")) + by
-                except (UnicodeDecodeError, ValueError):
-                    raise ValueError(f"kv.incr: the value under {key!r} is not a decimal integer") from None
+                if _DECIMAL.fullmatch(current) is None:
+                    raise ValueError(f"kv.incr: the value under {key!r} is not a decimal integer")
+                value = int(current) + by
                 expiry = self._data[(namespace, key)][1]
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise ValueError(f"kv.incr: the result {value} would leave the signed 64-bit range")

@@ -23,8 +23,7 @@ from wasmhive.actors.errors import (
     UnknownFunction,
     WasmhiveError,
 )
-from wasmhive.actors.host import HostServices, KeyValueStore, define_host_imports
-from wasmhive.actors.instance import InstanceSpec
+from wasmhive.actors.host import KeyValueStore
 from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
@@ -34,7 +33,8 @@ from .config import DeployOptions, RuntimeConfig
 from .deployment import Deployment, FunctionStats
 from .engine import EpochTicker, build_engine
 from .kv import MemoryKeyValueStore
-from .module import ModuleSource, inspect_module, read_module_source
+from .module import ModuleSource, read_module_source
+from .spec import build_instance_spec
 from .registry import ActorRegistry
 
 __all__ = ["Runtime", "RuntimeStats"]
@@ -182,41 +182,18 @@ class Runtime:
                 compiled, digest = await anyio.to_thread.run_sync(self.cache.load, wasm)
             except wasmtime.WasmtimeError as exc:
                 raise InvalidModule(f"the module does not validate: {_first_line(exc)}", function=name) from None
-            info = inspect_module(name, compiled)
-            if info.initial_memory > options.memory_limit:
-                raise InvalidModule(
-                    f"the module starts with {info.initial_memory} bytes of memory, over memory_limit={options.memory_limit}",
-                    function=name,
-                )
-            linker = wasmtime.Linker(self.engine)
-            define_host_imports(linker, set(info.host_imports))
-            if info.uses_wasi:
-                linker.define_wasi()
-            try:
-                pre = linker.instantiate_pre(compiled)
-            except wasmtime.WasmtimeError as exc:
-                raise InvalidModule(f"the module's imports cannot be satisfied: {_first_line(exc)}", function=name) from None
-            self._check_open()
-            spec = InstanceSpec(
-                function=name,
+            spec = build_instance_spec(
+                name,
+                compiled,
+                options,
+                self.config,
                 engine=self.engine,
-                instance_pre=pre,
-                services=HostServices(function=name, kv=self.kv),
-                timeout=options.call_timeout,
-                timeout_ticks=self._ticker.ticks_for(options.call_timeout),
-                init_ticks=self._ticker.ticks_for(max(options.call_timeout, 1.0)),
-                memory_limit=options.memory_limit,
-                fuel=options.fuel,
-                fuel_enabled=self.config.fuel,
-                uses_wasi=info.uses_wasi,
-                has_initialize=info.has_initialize,
-                has_init=info.has_init,
-                max_payload_bytes=self._max_payload,
-                call_path=self.config.call_path,
+                kv=self.kv,
+                ticks_for=self._ticker.ticks_for,
             )
+            self._check_open()
             assert self._bridge is not None
             deployment = Deployment(name, digest, options, spec, self._registry, self._bridge, self._ticker)
-            self._ticker.demand()
             try:
                 for i in range(options.instances):
                     deployment.spawn()

@@ -39,7 +39,6 @@ from guests import (
     WITH_INIT,
 )
 from wasmhive.actors import ffi
-from wasmhive.actors.host import HostServices, define_host_imports
 from wasmhive.actors.instance import InstanceSpec, WasmInstance
 from wasmhive.runtime import (
     AbiError,
@@ -47,6 +46,7 @@ from wasmhive.runtime import (
     FuelExhausted,
     GuestError,
     GuestTrap,
+    DeployOptions,
     MemoryKeyValueStore,
     OutOfMemory,
     Runtime,
@@ -54,7 +54,7 @@ from wasmhive.runtime import (
     WasmhiveError,
 )
 from wasmhive.runtime.engine import build_engine
-from wasmhive.runtime.module import inspect_module
+from wasmhive.runtime.spec import build_instance_spec
 
 PATHS = ("fast", "public")
 MiB = 1 << 20
@@ -259,28 +259,14 @@ class Pair:
         for path in PATHS:
             config = RuntimeConfig(call_path=path)  # type: ignore[arg-type]
             engine, _ = build_engine(config)
-            module = wasmtime.Module(engine, wasm)
-            info = inspect_module("prop", module)
-            linker = wasmtime.Linker(engine)
-            define_host_imports(linker, set(info.host_imports))
-            if info.uses_wasi:
-                linker.define_wasi()
-            spec = InstanceSpec(
-                function="prop",
+            spec = build_instance_spec(
+                "prop",
+                wasmtime.Module(engine, wasm),
+                DeployOptions(timeout=3600.0),
+                config,
                 engine=engine,
-                instance_pre=linker.instantiate_pre(module),
-                services=HostServices(function="prop", kv=MemoryKeyValueStore()),
-                timeout=3600.0,
-                timeout_ticks=2**40,
-                init_ticks=2**40,
-                memory_limit=64 * MiB,
-                fuel=None,
-                fuel_enabled=config.fuel,
-                uses_wasi=info.uses_wasi,
-                has_initialize=info.has_initialize,
-                has_init=info.has_init,
-                max_payload_bytes=config.max_payload_bytes,
-                call_path=path,  # type: ignore[arg-type]
+                kv=MemoryKeyValueStore(),
+                ticks_for=lambda seconds: 2**40,  # no ticker here: deadlines never fire
             )
             self.specs[path] = dataclasses.replace(spec, **spec_changes)
         self.instances = {path: WasmInstance.spawn(spec) for path, spec in self.specs.items()}

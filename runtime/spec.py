@@ -1,0 +1,65 @@
+"""From a compiled module and its options to an :class:`InstanceSpec` actors spawn from."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import wasmtime
+
+from wasmhive.actors.errors import InvalidModule
+from wasmhive.actors.host import HostServices, KeyValueStore, define_host_imports
+from wasmhive.actors.instance import InstanceSpec
+
+from .config import DeployOptions, RuntimeConfig
+from .module import inspect_module
+
+__all__ = ["build_instance_spec"]
+
+
+def build_instance_spec(
+    name: str,
+    module: wasmtime.Module,
+    options: DeployOptions,
+    config: RuntimeConfig,
+    *,
+    engine: wasmtime.Engine,
+    kv: KeyValueStore,
+    ticks_for: Callable[[float], int],
+) -> InstanceSpec:
+    """Check ``module`` against ABI v1, link its imports, and fix its limits.
+
+    Raises :class:`InvalidModule` saying what to fix.
+    """
+    info = inspect_module(name, module)
+    if info.initial_memory > options.memory_limit:
+        raise InvalidModule(
+            f"the module starts with {info.initial_memory} bytes of memory, over memory_limit={options.memory_limit}",
+            function=name,
+        )
+    linker = wasmtime.Linker(engine)
+    define_host_imports(linker, set(info.host_imports))
+    if info.uses_wasi:
+        linker.define_wasi()
+    try:
+        pre = linker.instantiate_pre(module)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidModule(f"the module's imports cannot be satisfied: {first}", function=name) from None
+    return InstanceSpec(
+        function=name,
+        engine=engine,
+        instance_pre=pre,
+        services=HostServices(function=name, kv=kv),
+        timeout=options.call_timeout,
+        timeout_ticks=ticks_for(options.call_timeout),
+        init_timeout=config.init_timeout,
+        init_ticks=ticks_for(config.init_timeout),
+        memory_limit=options.memory_limit,
+        fuel=options.fuel,
+        fuel_enabled=config.fuel,
+        uses_wasi=info.uses_wasi,
+        has_initialize=info.has_initialize,
+        has_init=info.has_init,
+        max_payload_bytes=config.max_payload_bytes,
+        call_path=config.call_path,
+    )
