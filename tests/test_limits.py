@@ -13,6 +13,7 @@ from wasmhive.runtime import (
     ActorState,
     CallTimeout,
     FuelExhausted,
+    InvalidModule,
     OutOfMemory,
     Runtime,
     RuntimeConfig,
@@ -98,3 +99,36 @@ async def test_fuel_budget_is_per_call(cache_dir: object) -> None:
         await rt.deploy("roomy", guests.BUSY_ECHO.encode(), fuel=10**8)
         for _ in range(3):
             assert await rt.invoke("roomy", b"ok") == b"ok"
+
+
+async def test_thread_timeouts_longer_than_the_ticker_linger_still_fire(rt: Runtime) -> None:
+    # The epoch ticker parks after 1 s without new calls; it must not while a call runs.
+    await rt.deploy("spin", guests.INFINITE_LOOP.encode(), timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(CallTimeout):
+        await rt.invoke("spin", b"")
+    assert time.monotonic() - started >= 1.5
+
+
+async def test_a_guest_that_never_finishes_starting_fails_its_deploy(cache_dir: object) -> None:
+    never_ready = guests.module(
+        "(call $pack (local.get $ptr) (local.get $len))",
+        extra='(func (export "wh_init") (loop $forever (br $forever)))',
+    )
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), init_timeout=0.2)) as rt:
+        with pytest.raises(InvalidModule, match="CallTimeout.*wh_init ran past the timeout of 0.2s"):
+            await rt.deploy("never", never_ready.encode())
+        assert rt.functions() == []
+        await rt.deploy("echo", guests.ECHO.encode())
+        assert await rt.invoke("echo", b"fine") == b"fine"
+
+
+async def test_null_from_wh_alloc_is_out_of_memory(rt: Runtime) -> None:
+    null_alloc = """(module (memory (export "memory") 1)
+      (func (export "wh_alloc") (param i32) (result i32) (i32.const 0))
+      (func (export "wh_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+    await rt.deploy("null", null_alloc.encode())
+    with pytest.raises(OutOfMemory, match="NULL"):
+        await rt.invoke("null", b"payload")
+    # an empty payload needs no memory: wh_alloc(0) may return anything
+    assert await rt.invoke("null", b"") == b""

@@ -1,0 +1,54 @@
+"""Failures on the host side of a call: oversized chunks, a failing key-value store."""
+
+from __future__ import annotations
+
+import pytest
+
+import guests
+from wasmhive.runtime import (
+    HostError,
+    MemoryKeyValueStore,
+    PayloadTooLarge,
+    Runtime,
+    RuntimeConfig,
+)
+
+pytestmark = pytest.mark.trio
+
+
+async def test_oversized_chunk_is_payload_too_large_and_the_actor_lives(cache_dir: object) -> None:
+    big_chunk = guests.module(
+        "(call $emit (i32.const 0) (i32.const 200)) (call $pack (local.get $ptr) (local.get $len))",
+        imports=guests.IMPORT_EMIT,
+    )
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), max_payload_bytes=100)) as rt:
+        await rt.deploy("big", big_chunk.encode())
+        (ref,) = rt.actors("big")
+        with pytest.raises(PayloadTooLarge, match="emitted chunk of 200 bytes") as info:
+            await rt.invoke("big", b"small")
+        assert (info.value.size, info.value.limit) == (200, 100)
+        assert rt.actors("big") == [ref]  # not a fault: the same actor serves on
+        with pytest.raises(PayloadTooLarge):
+            [chunk async for chunk in rt.stream("big", b"again")]
+        assert rt.stats().functions["big"].crashes == 0
+
+
+class BrokenStore(MemoryKeyValueStore):
+    """A key-value store whose reads fail, as a remote store might."""
+
+    def get(self, namespace: str, key: str) -> bytes | None:
+        raise ConnectionError("the store is down")
+
+
+async def test_a_failing_host_service_is_a_host_error_not_the_guests_fault(cache_dir: object) -> None:
+    import msgspec
+
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir)), kv=BrokenStore()) as rt:
+        await rt.deploy("p", guests.HOST_PROXY.encode())
+        (first,) = rt.actors("p")
+        with pytest.raises(HostError, match="the store is down"):
+            await rt.invoke("p", msgspec.msgpack.encode({"op": "kv.get", "key": "k"}))
+        # The call was cut off halfway, so the actor was replaced; the new one serves.
+        assert rt.actors("p") != [first]
+        reply = await rt.invoke("p", msgspec.msgpack.encode({"op": "kv.set", "key": "k", "value": b"v"}))
+        assert msgspec.msgpack.decode(reply)["ok"] is True
