@@ -117,10 +117,7 @@ HostRequest = (
     | RandomBytesRequest
 )
 
-KNOWN_OPS: Final = frozenset(
-    cls.__struct_config__.tag  # type: ignore[attr-defined]
-    for cls in HostRequest.__args__  # type: ignore[attr-defined]
-)
+KNOWN_OPS: Final = frozenset(cls.__struct_config__.tag for cls in HostRequest.__args__)
 
 
 class HostErrorInfo(msgspec.Struct):

@@ -16,15 +16,31 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Callable, Literal, Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol
 
 import anyio
 import msgspec
 
 from .bridge import LoopBridge
-from .errors import ActorCrashed, MailboxFull, RuntimeClosed, WasmhiveError, error_from_info
+from .errors import (
+    ActorCrashed,
+    MailboxFull,
+    RuntimeClosed,
+    WasmhiveError,
+    error_from_info,
+)
 from .instance import ChunkSink, InstanceSpec, WasmInstance
-from .messages import ActorRef, ActorState, Down, ExitReason, Failed, Invoke, Outcome, Reply
+from .messages import (
+    ActorRef,
+    ActorState,
+    Down,
+    ExitReason,
+    Failed,
+    Invoke,
+    Outcome,
+    Reply,
+)
 from .monitor import Monitor
 from .sinks import ChunkCollector, ChunkPipe
 from .worker import ActorThread
@@ -62,7 +78,7 @@ class TickDemand(Protocol):
 class Envelope:
     """A message in flight: the message, where its chunks go, and its outcome."""
 
-    __slots__ = ("message", "sink", "outcome", "done")
+    __slots__ = ("done", "message", "outcome", "sink")
 
     def __init__(self, message: Invoke, sink: ChunkSink | None) -> None:
         self.message = message
@@ -73,6 +89,8 @@ class Envelope:
 
 
 ExitCallback = Callable[["Actor", ExitReason], None]
+
+NORMAL_EXIT = ExitReason("normal")
 
 
 class Actor:
@@ -142,7 +160,7 @@ class Actor:
         """Call ``callback(actor, reason)`` on the loop when the actor ends."""
         self._exit_callbacks.append(callback)
 
-    def stop(self, reason: ExitReason = ExitReason("normal")) -> None:
+    def stop(self, reason: ExitReason = NORMAL_EXIT) -> None:
         """Stop taking messages; end after the call in progress, if any.
 
         Queued messages fail with :class:`RuntimeClosed` (``shutdown``) or

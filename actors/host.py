@@ -19,9 +19,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from ctypes import c_size_t, c_void_p
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import wasmtime
@@ -222,8 +223,8 @@ def _log(env: int, caller: int, args: Any, nargs: int) -> int:
     instance = current.instance
     try:
         assert instance is not None, "log called outside a call"
-        message = instance.read(args[1].i32, min(args[2].i32 & 0xFFFFFFFF, MAX_LOG_LINE), "log")
-        message = message.decode("utf-8", "replace")
+        raw = instance.read(args[1].i32, min(args[2].i32 & 0xFFFFFFFF, MAX_LOG_LINE), "log")
+        message = raw.decode("utf-8", "replace")
         instance.services.log(args[0].i32, message, instance.actor_id)
         return 0
     except BaseException as exc:
@@ -294,6 +295,6 @@ def define_host_imports(linker: wasmtime.Linker, names: set[str]) -> None:
             ctypes.cast(_NO_FINALIZER, c_void_p).value,
         )
         if err:
-            raise wasmtime.WasmtimeError._from_ptr(  # noqa: SLF001
+            raise wasmtime.WasmtimeError._from_ptr(
                 ctypes.cast(err, ctypes.POINTER(wasmtime._ffi.wasmtime_error_t))
             )

@@ -14,9 +14,10 @@ bounds checks, copying, error classification) is shared.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from ctypes import POINTER, c_uint64, c_void_p
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
@@ -91,6 +92,13 @@ class WasmInstance:
         self.function = spec.function
         self.services = spec.services
         self.actor_id = actor_id
+        # Set by spawn(), once the instance exists.
+        self._memory: wasmtime.Memory
+        self._alloc_func: wasmtime.Func
+        self._handle_func: wasmtime.Func
+        self._mem_addr: int
+        self._alloc_addr: int
+        self._handle_addr: int
         self._fault: WasmhiveError | None = None
         #: A non-fatal error the running call will raise when it returns.
         self._pending: WasmhiveError | None = None
@@ -105,7 +113,7 @@ class WasmInstance:
         store.set_epoch_deadline(spec.init_ticks)
         if spec.uses_wasi:
             store.set_wasi(self._wasi_config())
-        self._ctx: int = ctypes.cast(store._context(), c_void_p).value or 0  # noqa: SLF001
+        self._ctx: int = ctypes.cast(store._context(), c_void_p).value or 0
 
         # Raw argument arrays and trap slots, built once.  The nested ones are
         # for wh_alloc calls made from inside a host call.
@@ -144,15 +152,14 @@ class WasmInstance:
                     ) from None
                 raise self._classify(exc, "instantiation") from None
             exports = instance.exports(self._store)
-            self._memory = exports["memory"]
-            self._alloc_func = exports["wh_alloc"]
-            self._handle_func = exports["wh_handle"]
-            assert isinstance(self._memory, wasmtime.Memory)
-            assert isinstance(self._alloc_func, wasmtime.Func)
-            assert isinstance(self._handle_func, wasmtime.Func)
-            self._mem_addr = ctypes.addressof(self._memory._memory)  # noqa: SLF001
-            self._alloc_addr = ctypes.addressof(self._alloc_func._func)  # noqa: SLF001
-            self._handle_addr = ctypes.addressof(self._handle_func._func)  # noqa: SLF001
+            memory, alloc, handle = exports["memory"], exports["wh_alloc"], exports["wh_handle"]
+            # Checked at deploy time (runtime.module.inspect_module).
+            assert isinstance(memory, wasmtime.Memory)
+            assert isinstance(alloc, wasmtime.Func) and isinstance(handle, wasmtime.Func)
+            self._memory, self._alloc_func, self._handle_func = memory, alloc, handle
+            self._mem_addr = ctypes.addressof(self._memory._memory)
+            self._alloc_addr = ctypes.addressof(self._alloc_func._func)
+            self._handle_addr = ctypes.addressof(self._handle_func._func)
             for name, present in (("_initialize", spec.has_initialize), ("wh_init", spec.has_init)):
                 if present:
                     func = exports[name]
@@ -319,7 +326,7 @@ class WasmInstance:
 
     def _void_fast(self, func: wasmtime.Func, name: str) -> None:
         err = ffi.func_call_unchecked(
-            self._ctx, ctypes.addressof(func._func), self._args_addr, 0, self._trap_addr  # noqa: SLF001
+            self._ctx, ctypes.addressof(func._func), self._args_addr, 0, self._trap_addr
         )
         if err or self._trap.value:
             raise self._raw_failure(err, self._trap, name)
@@ -358,14 +365,15 @@ class WasmInstance:
     def _raw_failure(self, err: int | None, trap: c_void_p, where: str) -> WasmhiveError:
         exc: wasmtime.Trap | wasmtime.WasmtimeError
         if trap.value:
-            exc = wasmtime.Trap._from_ptr(ctypes.cast(trap.value, POINTER(wasmtime_ffi.wasm_trap_t)))  # noqa: SLF001
+            exc = wasmtime.Trap._from_ptr(ctypes.cast(trap.value, POINTER(wasmtime_ffi.wasm_trap_t)))
             trap.value = None
             if err:
-                wasmtime.WasmtimeError._from_ptr(  # noqa: SLF001 - frees it
+                wasmtime.WasmtimeError._from_ptr(
                     ctypes.cast(err, POINTER(wasmtime_ffi.wasmtime_error_t))
                 )
         else:
-            exc = wasmtime.WasmtimeError._from_ptr(  # noqa: SLF001
+            assert err is not None
+            exc = wasmtime.WasmtimeError._from_ptr(
                 ctypes.cast(err, POINTER(wasmtime_ffi.wasmtime_error_t))
             )
         return self._classify(exc, where)

@@ -21,8 +21,8 @@ __all__ = [
     "ExitReason",
     "Failed",
     "Invoke",
-    "Reply",
     "Outcome",
+    "Reply",
 ]
 
 

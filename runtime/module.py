@@ -97,14 +97,14 @@ def inspect_module(function: str, module: wasmtime.Module) -> ModuleInfo:
     uses_wasi = False
     for imp in module.imports:
         if imp.module == abi.IMPORT_MODULE:
-            want = abi.HOST_IMPORTS.get(imp.name or "")
-            if want is None:
+            wanted = abi.HOST_IMPORTS.get(imp.name or "")
+            if wanted is None:
                 known = ", ".join(sorted(abi.HOST_IMPORTS))
                 raise InvalidModule(
                     f"imports wasmhive.{imp.name}, which ABI v1 does not define (known: {known})", function=function
                 )
-            if not isinstance(imp.type, wasmtime.FuncType) or _sig(imp.type) != want:
-                raise InvalidModule(f"import wasmhive.{imp.name} must be {_fmt(want)}", function=function)
+            if not isinstance(imp.type, wasmtime.FuncType) or _sig(imp.type) != wanted:
+                raise InvalidModule(f"import wasmhive.{imp.name} must be {_fmt(wanted)}", function=function)
             host_imports.add(imp.name or "")
         elif imp.module == abi.WASI_MODULE:
             uses_wasi = True

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import wasmtime
 
@@ -34,8 +35,8 @@ from .deployment import Deployment, FunctionStats
 from .engine import EpochTicker, build_engine
 from .kv import MemoryKeyValueStore
 from .module import ModuleSource, read_module_source
-from .spec import build_instance_spec
 from .registry import ActorRegistry
+from .spec import build_instance_spec
 
 __all__ = ["Runtime", "RuntimeStats"]
 
@@ -155,7 +156,8 @@ class Runtime:
         self._check_open()
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidConfig(
-                f"function name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                f"function name {name!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
                 function=name if isinstance(name, str) else None,
             )
         if name in self._deployments or name in self._reserved:
@@ -175,13 +177,10 @@ class Runtime:
             raise InvalidConfig(exc.message, function=name) from None
         if options.fuel is not None and not self.config.fuel:
             raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
-        wasm = read_module_source(name, module)
         self._reserved.add(name)
         try:
-            try:
-                compiled, digest = await anyio.to_thread.run_sync(self.cache.load, wasm)
-            except wasmtime.WasmtimeError as exc:
-                raise InvalidModule(f"the module does not validate: {_first_line(exc)}", function=name) from None
+            # Reading and compiling can take a while (seconds for big modules): off the loop.
+            compiled, digest = await anyio.to_thread.run_sync(self._compile, name, module)
             spec = build_instance_spec(
                 name,
                 compiled,
@@ -198,7 +197,7 @@ class Runtime:
                 for i in range(options.instances):
                     deployment.spawn()
                     if i % 64 == 63:
-                        await anyio.sleep(0)  # let other tasks run while many actors start
+                        await anyio.lowlevel.checkpoint()  # let other tasks run while many actors start
             except WasmhiveError as exc:
                 deployment.stop()
                 raise InvalidModule(
@@ -208,6 +207,13 @@ class Runtime:
             return deployment.stats()
         finally:
             self._reserved.discard(name)
+
+    def _compile(self, name: str, module: ModuleSource) -> tuple[wasmtime.Module, str]:
+        wasm = read_module_source(name, module)
+        try:
+            return self.cache.load(wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidModule(f"the module does not validate: {_first_line(exc)}", function=name) from None
 
     async def undeploy(self, name: str) -> None:
         """Stop a function's actors (calls in flight finish; queued ones fail) and forget it."""
@@ -322,7 +328,12 @@ class Runtime:
         return RuntimeStats(
             functions={name: d.stats() for name, d in sorted(self._deployments.items())},
             actors=len(self._registry),
-            cache={"memory_hits": s.memory_hits, "disk_hits": s.disk_hits, "compiles": s.compiles, "rebuilt": s.rebuilt},
+            cache={
+                "memory_hits": s.memory_hits,
+                "disk_hits": s.disk_hits,
+                "compiles": s.compiles,
+                "rebuilt": s.rebuilt,
+            },
         )
 
     # --- helpers ---------------------------------------------------------------------------

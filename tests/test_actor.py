@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import guests
 import msgspec
 import pytest
 import trio
 import trio.testing
+from helpers import eventually
 
 from wasmhive.runtime import (
     ActorCrashed,
@@ -16,9 +18,6 @@ from wasmhive.runtime import (
     MailboxFull,
     Runtime,
 )
-
-import guests
-from helpers import eventually
 
 pytestmark = pytest.mark.trio
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import wasmtime
-
 from guests import (
     BAD_EMIT,
     BAD_REPLY,
@@ -18,6 +17,7 @@ from guests import (
     UNKNOWN_IMPORT,
     WRONG_HANDLE,
 )
+
 from wasmhive.runtime import (
     AbiError,
     AlreadyDeployed,

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+from guests import COUNTER, ECHO, ECHO_LOCAL
 
 from wasmhive.runtime import Runtime, RuntimeConfig
-
-from guests import COUNTER, ECHO, ECHO_LOCAL
 
 # The file format: magic | module sha256 | settings hash | payload sha256 | payload
 MAGIC = b"WASMHIVE-CWASM-2"

@@ -16,9 +16,6 @@ from typing import Any
 import msgspec
 import pytest
 import wasmtime
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-
 from guests import (
     BAD_EMIT,
     BAD_HOST_CALL,
@@ -38,15 +35,18 @@ from guests import (
     WASI_STDOUT,
     WITH_INIT,
 )
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
 from wasmhive.actors import ffi
 from wasmhive.actors.instance import InstanceSpec, WasmInstance
 from wasmhive.runtime import (
     AbiError,
     CallTimeout,
+    DeployOptions,
     FuelExhausted,
     GuestError,
     GuestTrap,
-    DeployOptions,
     MemoryKeyValueStore,
     OutOfMemory,
     Runtime,
@@ -183,7 +183,7 @@ async def test_paths_agree(case: Case, cache_dir: Path) -> None:
     assert fast["stats"] == public["stats"]
 
     # and the outcomes are the right ones, not merely equal
-    for payload, outcome in zip(case.payloads, fast["outcomes"]):
+    for payload, outcome in zip(case.payloads, fast["outcomes"], strict=True):
         if isinstance(case.expect, bytes):
             assert outcome == ("ok", case.expect)
         elif isinstance(case.expect, type):

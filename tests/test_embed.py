@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import pytest
-
 import guests
+import pytest
 from helpers import eventually
+
 from wasmhive.runtime import (
     ActorState,
     CallTimeout,
-    RuntimeClosed,
     Runtime,
+    RuntimeClosed,
     RuntimeConfig,
     UnknownFunction,
 )

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-
 from guests import BAD_HOST_CALL, ECHO, HOST_PROXY, LOGGER, WASI_STDOUT
+
 from wasmhive.runtime import AbiError, MemoryKeyValueStore, Runtime, RuntimeConfig
 
 
@@ -342,9 +342,9 @@ async def test_log_import(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None
     assert record.levelno == logging.WARNING
     assert "something odd happened" in record.getMessage()
     assert "logger" in record.getMessage()
-    assert getattr(record, "wasmhive_function") == "logger"
+    assert record.wasmhive_function == "logger"
     (ref,) = rt.actors("logger")
-    assert getattr(record, "wasmhive_actor") == ref.id
+    assert record.wasmhive_actor == ref.id
 
 
 @pytest.mark.trio
@@ -369,7 +369,7 @@ async def test_log_host_call(rt: Runtime, caplog: pytest.LogCaptureFixture, leve
     assert len(records) == 1
     assert records[0].levelno == py_level
     assert f"level {level} line" in records[0].getMessage()
-    assert getattr(records[0], "wasmhive_function") == "p"
+    assert records[0].wasmhive_function == "p"
 
 
 @pytest.mark.trio
@@ -395,7 +395,7 @@ async def test_wasi_stdout_becomes_log_lines(rt: Runtime, caplog: pytest.LogCapt
     assert any("hello from wasi" in m for m in messages), messages
     assert any("second line" in m for m in messages), messages
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "wasmhive.guest")
-    assert all(getattr(r, "wasmhive_function") == "wasi" for r in caplog.records if r.name == "wasmhive.guest")
+    assert all(r.wasmhive_function == "wasi" for r in caplog.records if r.name == "wasmhive.guest")
 
 
 @pytest.mark.trio

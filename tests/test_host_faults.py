@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import guests
 import pytest
 
-import guests
 from wasmhive.runtime import (
     HostError,
     MemoryKeyValueStore,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+import guests
 import pytest
 import trio
-
-import guests
 from helpers import eventually
+
 from wasmhive.runtime import (
     ActorState,
     CallTimeout,
@@ -62,7 +62,7 @@ async def test_inline_timeout_defaults_to_10_ms(rt: Runtime) -> None:
     stats = await rt.deploy("spin", guests.INFINITE_LOOP.encode(), mode="inline")
     assert stats.timeout == 0.010
     started = time.monotonic()
-    with pytest.raises(CallTimeout, match="0.01s"):
+    with pytest.raises(CallTimeout, match=r"0\.01s"):
         await rt.invoke("spin", b"")
     assert time.monotonic() - started < 1.0
     await rt.deploy("echo", guests.ECHO.encode(), mode="inline")
@@ -116,7 +116,7 @@ async def test_a_guest_that_never_finishes_starting_fails_its_deploy(cache_dir: 
         extra='(func (export "wh_init") (loop $forever (br $forever)))',
     )
     async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), init_timeout=0.2)) as rt:
-        with pytest.raises(InvalidModule, match="CallTimeout.*wh_init ran past the timeout of 0.2s"):
+        with pytest.raises(InvalidModule, match=r"CallTimeout.*wh_init ran past the timeout of 0\.2s"):
             await rt.deploy("never", never_ready.encode())
         assert rt.functions() == []
         await rt.deploy("echo", guests.ECHO.encode())
