@@ -119,6 +119,8 @@ class Actor:
         self._mailbox: deque[Envelope] = deque()
         self._space: anyio.Event | None = None
         self._granted: Envelope | None = None
+        #: The message running on the actor thread, if any.
+        self._running: Envelope | None = None
         self._stop_reason: ExitReason | None = None
         self._stopped = anyio.Event()
         self._monitors: list[Monitor] = []
@@ -170,6 +172,10 @@ class Actor:
             return
         self._stop_reason = reason
         busy = self.state is ActorState.BUSY
+        running = self._running
+        if reason.kind == "shutdown" and running is not None and isinstance(running.sink, ChunkPipe):
+            # Nobody will read the rest: a guest blocked on a full pipe must not hang the shutdown.
+            running.sink.abandon()
         self.state = ActorState.STOPPING
         self._fail_queued(reason)
         if not busy:
@@ -340,6 +346,7 @@ class Actor:
     def _run_on_thread(self, envelope: Envelope) -> Envelope:
         self.state = ActorState.BUSY
         self._ticker.begin()
+        self._running = envelope
         assert self._thread is not None
         self._thread.submit(lambda: self._thread_job(envelope))
         return envelope
@@ -349,6 +356,7 @@ class Actor:
         self._bridge.call_soon(self._thread_done, envelope, outcome, crash)
 
     def _thread_done(self, envelope: Envelope, outcome: Outcome, crash: ExitReason | None) -> None:
+        self._running = None
         envelope.outcome = outcome
         self._close_sink(envelope)
         envelope.done.set()

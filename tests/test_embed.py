@@ -145,3 +145,24 @@ async def test_deploy_accepts_path_objects_and_wasm_bytes(config: RuntimeConfig,
         for name in rt.functions():
             assert await rt.invoke(name, b"x") == b"x"
         assert rt.stats().cache["memory_hits"] == 2
+
+
+async def test_close_does_not_hang_on_a_guest_blocked_by_a_reader_that_stopped_reading(
+    config: RuntimeConfig, no_new_threads: None
+) -> None:
+    flood = guests.module(
+        """(block $done (loop $more
+             (br_if $done (i32.ge_u (local.get $i) (i32.const 100000)))
+             (call $emit (i32.const 0) (i32.const 4096))
+             (local.set $i (i32.add (local.get $i) (i32.const 1)))
+             (br $more)))
+           (i64.const 0)""",
+        imports=guests.IMPORT_EMIT,
+    )
+    async with Runtime(RuntimeConfig(cache_dir=config.cache_dir, shutdown_grace=0.1)) as rt:
+        await rt.deploy("flood", flood.encode())
+        (ref,) = rt.actors("flood")
+        chunks = rt.stream("flood", b"")
+        assert len(await chunks.__anext__()) == 4096  # then stop reading: the pipe fills up
+        await eventually(lambda: rt.state(ref) is ActorState.BUSY)
+    await chunks.aclose()
