@@ -22,6 +22,7 @@ __all__ = [
     "AbiError",
     "ActorCrashed",
     "AlreadyDeployed",
+    "CircuitOpen",
     "CallTimeout",
     "ErrorInfo",
     "FuelExhausted",
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidModule",
     "MailboxFull",
     "OutOfMemory",
+    "Overloaded",
     "PayloadTooLarge",
     "RuntimeClosed",
     "UnknownFunction",
@@ -127,6 +129,24 @@ class MailboxFull(WasmhiveError):
 
 class RuntimeClosed(WasmhiveError):
     """The runtime is shutting down or closed; the message was not handled."""
+
+
+class Overloaded(WasmhiveError):
+    """The function's bulkhead is full: too many calls at once, and no slot freed in time."""
+
+
+class CircuitOpen(WasmhiveError):
+    """The function's circuit breaker is open: the call was not attempted.
+
+    ``retry_at`` is the monotonic time (``time.monotonic()`` / the runtime's
+    clock) at which the breaker will let a probe call through, or None if it
+    is forced open.
+    """
+
+    @property
+    def retry_at(self) -> float | None:
+        value = self.details.get("retry_at")
+        return None if value is None else float(value)
 
 
 class GuestError(WasmhiveError):
