@@ -9,6 +9,7 @@ from .actor import Actor, ActorPolicy, ExecutionMode, Overflow
 from .errors import (
     AbiError,
     ActorCrashed,
+    ActorKilled,
     AlreadyDeployed,
     CallTimeout,
     CircuitOpen,
@@ -37,6 +38,7 @@ __all__ = [
     "AbiError",
     "Actor",
     "ActorCrashed",
+    "ActorKilled",
     "ActorPolicy",
     "ActorRef",
     "ActorState",

@@ -181,6 +181,26 @@ class Actor:
         if not busy:
             self._end(reason)
 
+    def kill(self) -> None:
+        """Stop now: a running call is interrupted within a few ms and fails with ActorKilled."""
+        if not self.alive and self.state is not ActorState.STOPPING:
+            return
+        if self.alive:
+            self.stop(ExitReason("killed", "killed"))
+        running = self._running
+        if running is not None and isinstance(running.sink, ChunkPipe):
+            running.sink.abandon()
+        if self._instance is not None:
+            self._instance.kill()
+
+    async def shutdown(self, grace: float, reason: ExitReason = NORMAL_EXIT) -> None:
+        """Stop; give a call in flight ``grace`` seconds to finish, then kill it; wait for the end."""
+        self.stop(reason)
+        with anyio.move_on_after(grace):
+            await self._stopped.wait()
+        self.kill()
+        await self._stopped.wait()
+
     async def wait_stopped(self) -> None:
         """Wait until the actor has ended (stopped or crashed)."""
         await self._stopped.wait()

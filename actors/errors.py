@@ -21,6 +21,7 @@ import msgspec
 __all__ = [
     "AbiError",
     "ActorCrashed",
+    "ActorKilled",
     "AlreadyDeployed",
     "CallTimeout",
     "CircuitOpen",
@@ -176,6 +177,12 @@ class CallTimeout(GuestFault):
     """The call ran past its deployment's timeout and was interrupted."""
 
     exit_kind = "timeout"
+
+
+class ActorKilled(GuestFault):
+    """The actor was killed while handling this call (a hard stop after its grace period)."""
+
+    exit_kind = "killed"
 
 
 class OutOfMemory(GuestFault):

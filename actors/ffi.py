@@ -19,9 +19,16 @@ from typing import Any, Final
 
 from wasmtime import _ffi as wasmtime_ffi
 
-__all__ = ["AVAILABLE", "ValRaw", "address_of"]
+__all__ = ["AVAILABLE", "DeadlineCallback", "ValRaw", "address_of"]
 
 ValRaw = wasmtime_ffi.wasmtime_val_raw_t
+
+#: (context, data, *deadline_delta, *update_kind) -> error* (NULL: continue)
+DeadlineCallback = ctypes.CFUNCTYPE(
+    c_void_p, c_void_p, c_void_p, POINTER(c_uint64), POINTER(ctypes.c_uint8)
+)
+#: ``update_kind`` value: keep running with the new deadline.
+UPDATE_DEADLINE_CONTINUE: Final = 0
 
 
 def address_of(obj: Any) -> int:
@@ -70,6 +77,12 @@ try:
     trap_new: Final = bind("wasmtime_trap_new", c_void_p, [ctypes.c_char_p, c_size_t])
     #: (caller) -> context*
     caller_context: Final = bind("wasmtime_caller_context", c_void_p, [c_void_p])
+    #: (message) -> error*
+    error_new: Final = bind("wasmtime_error_new", c_void_p, [ctypes.c_char_p])
+    #: (store, callback, data, finalizer)
+    set_epoch_deadline_callback: Final = bind(
+        "wasmtime_store_epoch_deadline_callback", None, [c_void_p, c_void_p, c_void_p, c_void_p]
+    )
     AVAILABLE: Final = True
 except AttributeError:  # pragma: no cover - depends on the wasmtime build
     AVAILABLE = False  # type: ignore[misc]

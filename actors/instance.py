@@ -14,10 +14,11 @@ bounds checks, copying, error classification) is shared.
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Callable
 from ctypes import POINTER, c_uint64, c_void_p
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
@@ -25,6 +26,7 @@ from wasmtime import _ffi as wasmtime_ffi
 from . import abi, ffi
 from .errors import (
     AbiError,
+    ActorKilled,
     CallTimeout,
     FuelExhausted,
     GuestError,
@@ -68,12 +70,12 @@ class InstanceSpec:
     engine: wasmtime.Engine
     instance_pre: wasmtime.InstancePre
     services: HostServices
-    #: Epoch ticks a call may run (the call timeout divided by the tick).
+    #: Seconds a call may run.
     timeout: float
-    timeout_ticks: int
-    #: Seconds and ticks allowed for ``_initialize`` and ``wh_init`` at spawn.
+    #: Seconds ``_initialize`` and ``wh_init`` may take together at spawn.
     init_timeout: float
-    init_ticks: int
+    #: The epoch ticker's period (seconds).
+    tick: float
     memory_limit: int | None
     fuel: int | None
     fuel_enabled: bool
@@ -110,7 +112,14 @@ class WasmInstance:
             store.set_limits(memory_size=spec.memory_limit)
         if spec.fuel_enabled:
             store.set_fuel(_U64_MAX if spec.fuel is None else spec.fuel)
-        store.set_epoch_deadline(spec.init_ticks)
+        self._killed = False
+        self._where = "start-up"
+        self._deadline = time.monotonic() + spec.init_timeout
+        if ffi.AVAILABLE:
+            ffi.set_epoch_deadline_callback(
+                ctypes.cast(store.ptr(), c_void_p).value, _ON_DEADLINE_ADDR, None, None
+            )
+        store.set_epoch_deadline(self._ticks_until(self._deadline))
         if spec.uses_wasi:
             store.set_wasi(self._wasi_config())
         self._ctx: int = ctypes.cast(store._context(), c_void_p).value or 0
@@ -124,6 +133,8 @@ class WasmInstance:
         self._nested_args = (ffi.ValRaw * 1)()
         self._nested_trap = c_void_p()
 
+        #: Ticks to the first deadline check of a call (see _deadline_reached).
+        self._first_ticks = min(_CHECK_TICKS, self._ticks_for(spec.timeout))
         use_fast = spec.call_path == "fast" and ffi.AVAILABLE
         self._call_alloc: Callable[[int, bool], int] = self._alloc_fast if use_fast else self._alloc_public
         self._call_handle: Callable[[int, int], int] = self._handle_fast if use_fast else self._handle_public
@@ -206,13 +217,14 @@ class WasmInstance:
                 limit=spec.max_payload_bytes,
             )
         ctx = self._ctx
-        ffi_ok = ffi.AVAILABLE
-        if ffi_ok:
-            ffi.set_epoch_deadline(ctx, spec.timeout_ticks)
+        self._where = "wh_handle"
+        self._deadline = time.monotonic() + spec.timeout
+        if ffi.AVAILABLE:
+            ffi.set_epoch_deadline(ctx, self._first_ticks)
             if spec.fuel is not None:
                 ffi.set_fuel(ctx, spec.fuel)
         else:  # pragma: no cover - depends on the wasmtime build
-            self._store.set_epoch_deadline(spec.timeout_ticks)
+            self._store.set_epoch_deadline(self._first_ticks)
             if spec.fuel is not None:
                 self._store.set_fuel(spec.fuel)
         self._sink = sink
@@ -243,6 +255,40 @@ class WasmInstance:
             return self._read(reply_ptr, reply_len)
         except AbiViolation as exc:
             raise AbiError(f"wh_handle returned {exc}", function=self.function) from None
+
+    # Deadlines, kill and grace -----------------------------------------------------
+
+    def kill(self) -> None:
+        """Stop the guest at its next deadline check (within a few ms), from any thread.
+
+        The running call (if any) ends with :class:`ActorKilled`; the instance
+        must then be dropped.
+        """
+        self._killed = True
+
+    def shorten_deadline(self, seconds: float) -> None:
+        """Let the running call go on for at most ``seconds`` more (from any thread)."""
+        self._deadline = min(self._deadline, time.monotonic() + seconds)
+
+    def _ticks_for(self, seconds: float) -> int:
+        return max(1, int(-(-seconds // self.spec.tick))) + 1
+
+    def _ticks_until(self, deadline: float) -> int:
+        return min(_CHECK_TICKS, self._ticks_for(max(0.0, deadline - time.monotonic())))
+
+    def _deadline_reached(self, delta: Any, kind: Any) -> int | None:
+        """The epoch deadline came (on the guest's thread): stop the guest or let it go on."""
+        if self._killed:
+            self.record_fault(ActorKilled(f"{self._where} was killed", function=self.function))
+            return _interrupt()
+        if time.monotonic() >= self._deadline:
+            timeout = self.spec.timeout if self._where == "wh_handle" else self.spec.init_timeout
+            message = f"{self._where} ran past the timeout of {timeout:g}s"
+            self.record_fault(CallTimeout(message, function=self.function, timeout=timeout))
+            return _interrupt()
+        delta[0] = self._ticks_until(self._deadline)
+        kind[0] = ffi.UPDATE_DEADLINE_CONTINUE
+        return None
 
     # Called by host functions while the guest runs -----------------------------
 
@@ -393,7 +439,7 @@ class WasmInstance:
         message = _cause(exc.message if isinstance(exc, wasmtime.Trap) else str(exc))
         if code is None and "all fuel consumed" in message:
             code = wasmtime.TrapCode.OUT_OF_FUEL
-        if code == wasmtime.TrapCode.INTERRUPT:
+        if code == wasmtime.TrapCode.INTERRUPT:  # only without the deadline callback
             timeout = spec.timeout if where in ("wh_handle", "wh_alloc") else spec.init_timeout
             return CallTimeout(f"{where} ran past the timeout of {timeout:g}s", function=fn, timeout=timeout)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
@@ -461,6 +507,28 @@ class WasmInstance:
         out = c_uint64()
         err = ffi.get_fuel(self._ctx, ctypes.byref(out)) if ffi.AVAILABLE else None
         return None if err else out.value
+
+
+#: Longest stretch (in ticks) between two deadline checks of a running call.
+_CHECK_TICKS = 10
+
+
+def _interrupt() -> int:
+    return int(ffi.error_new(b"wasmhive: call interrupted") or 0)
+
+
+def _on_deadline(ctx: int, data: int, delta: Any, kind: Any) -> int | None:
+    instance = current.instance
+    if instance is None:  # pragma: no cover - a store only runs guest code under an instance
+        return _interrupt()
+    try:
+        return instance._deadline_reached(delta, kind)
+    except BaseException:  # never let an exception cross into wasmtime
+        return _interrupt()
+
+
+_ON_DEADLINE = ffi.DeadlineCallback(_on_deadline)
+_ON_DEADLINE_ADDR = ctypes.cast(_ON_DEADLINE, c_void_p).value
 
 
 def _cause(message: str) -> str:

@@ -15,6 +15,7 @@ from here together with all its subclasses.
 from wasmhive.actors.errors import (
     AbiError,
     ActorCrashed,
+    ActorKilled,
     AlreadyDeployed,
     CallTimeout,
     CircuitOpen,
@@ -45,6 +46,7 @@ from .runtime import Runtime, RuntimeStats
 __all__ = [
     "AbiError",
     "ActorCrashed",
+    "ActorKilled",
     "ActorRef",
     "ActorState",
     "AlreadyDeployed",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import platform
 import threading
@@ -10,8 +9,6 @@ import time
 from importlib import metadata
 
 import wasmtime
-
-from wasmhive.actors import ffi
 
 from .config import RuntimeConfig
 
@@ -63,7 +60,6 @@ class EpochTicker:
     def __init__(self, engine: wasmtime.Engine, tick: float, linger: float = 1.0) -> None:
         self.tick = tick
         self._engine = engine
-        self._engine_ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
         self._linger = linger
         self._cond = threading.Condition()
         self._parked = True
@@ -71,10 +67,6 @@ class EpochTicker:
         self._active = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="wasmhive-epoch", daemon=True)
-
-    def ticks_for(self, seconds: float) -> int:
-        """Deadline in ticks for a timeout of ``seconds`` (rounded up, plus the tick in progress)."""
-        return max(1, int(-(-seconds // self.tick))) + 1
 
     def start(self) -> None:
         self._thread.start()
@@ -91,15 +83,6 @@ class EpochTicker:
     def end(self) -> None:
         """Guest code started by :meth:`begin` has stopped running."""
         self._active -= 1
-
-    def advance(self, ticks: int) -> None:
-        """Advance the epoch by ``ticks`` at once: every running call past its deadline traps."""
-        increment = ffi.increment_epoch if ffi.AVAILABLE else None
-        for _ in range(ticks):
-            if increment is not None:
-                increment(self._engine_ptr)
-            else:  # pragma: no cover
-                self._engine.increment_epoch()
 
     def stop(self) -> None:
         """Stop and join the ticker thread."""

@@ -100,7 +100,7 @@ class Runtime:
         """Stop every actor (queued messages fail with RuntimeClosed) and join all threads.
 
         Calls in flight get ``config.shutdown_grace`` seconds to finish; then
-        they are interrupted and their callers get ``CallTimeout``.
+        they are interrupted and their callers get ``ActorKilled``.
         """
         if self._closed:
             return
@@ -112,12 +112,11 @@ class Runtime:
             with anyio.move_on_after(self.config.shutdown_grace):
                 for actor in actors:
                     await actor.wait_stopped()
-            if any(actor.state is not ActorState.STOPPED and actor.exit_reason is None for actor in actors):
-                longest = max((d.options.call_timeout for d in self._deployments.values()), default=0.0)
-                self._ticker.advance(self._ticker.ticks_for(longest) + 1)
-                with anyio.move_on_after(5.0):
-                    for actor in actors:
-                        await actor.wait_stopped()
+            for actor in actors:
+                actor.kill()  # no-op for actors that have ended
+            with anyio.move_on_after(5.0):
+                for actor in actors:
+                    await actor.wait_stopped()
             started = [actor for actor in actors if actor.thread_started]
             if started:
                 await anyio.to_thread.run_sync(_join_all, started, 5.0)
@@ -188,7 +187,6 @@ class Runtime:
                 self.config,
                 engine=self.engine,
                 kv=self.kv,
-                ticks_for=self._ticker.ticks_for,
             )
             self._check_open()
             assert self._bridge is not None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import wasmtime
 
 from wasmhive.actors.errors import InvalidModule
@@ -24,7 +22,6 @@ def build_instance_spec(
     *,
     engine: wasmtime.Engine,
     kv: KeyValueStore,
-    ticks_for: Callable[[float], int],
 ) -> InstanceSpec:
     """Check ``module`` against ABI v1, link its imports, and fix its limits.
 
@@ -51,9 +48,8 @@ def build_instance_spec(
         instance_pre=pre,
         services=HostServices(function=name, kv=kv),
         timeout=options.call_timeout,
-        timeout_ticks=ticks_for(options.call_timeout),
         init_timeout=config.init_timeout,
-        init_ticks=ticks_for(config.init_timeout),
+        tick=config.epoch_tick,
         memory_limit=options.memory_limit,
         fuel=options.fuel,
         fuel_enabled=config.fuel,

@@ -12,8 +12,8 @@ import pytest
 from helpers import eventually
 
 from wasmhive.runtime import (
+    ActorKilled,
     ActorState,
-    CallTimeout,
     Runtime,
     RuntimeClosed,
     RuntimeConfig,
@@ -112,7 +112,7 @@ async def test_close_stops_everything_and_fails_what_is_left(config: RuntimeConf
             tg.start_soon(call, "queued")
             await eventually(lambda: rt.stats().functions["spin"].queued == 1)
         # Leaving the block interrupted the 60 s call and failed the queued one.
-    assert isinstance(outcomes["running"], CallTimeout)
+    assert isinstance(outcomes["running"], ActorKilled)
     assert isinstance(outcomes["queued"], RuntimeClosed)
     with pytest.raises(RuntimeClosed):
         await rt.invoke("echo", b"after close")
