@@ -15,11 +15,10 @@ from ctypes import POINTER, c_void_p
 
 import extism  # type: ignore[import-untyped]
 import wasmtime
+from timing import AsyncCall, SyncCall
 from wasmtime import _ffi as wasmtime_ffi
 
 from wasmhive.actors import ffi
-
-from timing import AsyncCall, SyncCall
 
 __all__ = ["EXTISM_ECHO_WAT", "DirectEcho", "check_echo", "check_echo_async", "extism_echo"]
 
@@ -125,10 +124,10 @@ class DirectEcho:
         """
         if not ffi.AVAILABLE:
             raise RuntimeError("wasmhive.actors.ffi is not available with this wasmtime build")
-        ctx = ctypes.cast(self.store._context(), c_void_p).value  # noqa: SLF001
-        mem = ctypes.addressof(self.memory._memory)  # noqa: SLF001
-        alloc = ctypes.addressof(self.alloc._func)  # noqa: SLF001
-        handle = ctypes.addressof(self.handle._func)  # noqa: SLF001
+        ctx = ctypes.cast(self.store._context(), c_void_p).value
+        mem = ctypes.addressof(self.memory._memory)
+        alloc = ctypes.addressof(self.alloc._func)
+        handle = ctypes.addressof(self.handle._func)
         args = (ffi.ValRaw * 2)()
         trap = c_void_p()
         args_addr, trap_addr = ctypes.addressof(args), ctypes.addressof(trap)
@@ -167,11 +166,11 @@ class DirectEcho:
         exc: Exception
         if trap.value:
             trap_ptr = ctypes.cast(trap.value, POINTER(wasmtime_ffi.wasm_trap_t))
-            exc = wasmtime.Trap._from_ptr(trap_ptr)  # noqa: SLF001
+            exc = wasmtime.Trap._from_ptr(trap_ptr)
             trap.value = None
         else:
             error_ptr = ctypes.cast(err or 0, POINTER(wasmtime_ffi.wasmtime_error_t))
-            exc = wasmtime.WasmtimeError._from_ptr(error_ptr)  # noqa: SLF001
+            exc = wasmtime.WasmtimeError._from_ptr(error_ptr)
         return RuntimeError(f"{where} failed: {exc}")
 
     def public(self) -> SyncCall:

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Iterator
+from contextlib import aclosing, contextmanager
+from functools import partial
 from typing import Any
 
 import trio
+from timing import AsyncCall, Samples, time_async_round
 
-from timing import AsyncCall, Samples, percentile, time_async_round
 from wasmhive.runtime import Runtime
 
-__all__ = ["StepCounter", "dispatch"]
+__all__ = ["VARIANTS", "QueuedRun", "StepCounter", "dispatch", "instrumented"]
 
 _clock = time.perf_counter_ns
 
@@ -48,15 +49,14 @@ class StepCounter(trio.abc.Instrument):
         self.by_task[task] = self.by_task.get(task, 0) + 1
 
 
-async def _counting(body: Callable[[StepCounter], Awaitable[None]]) -> StepCounter:
-    """Run ``body`` with a fresh :class:`StepCounter` installed; return the counter."""
-    counter = StepCounter()
+@contextmanager
+def instrumented(counter: StepCounter) -> Iterator[None]:
+    """Install ``counter`` as a trio instrument for the duration of the block."""
     trio.lowlevel.add_instrument(counter)
     try:
-        await body(counter)
+        yield
     finally:
         trio.lowlevel.remove_instrument(counter)
-    return counter
 
 
 def _callers(rt: Runtime, name: str) -> dict[str, AsyncCall]:
@@ -82,6 +82,20 @@ def _callers(rt: Runtime, name: str) -> dict[str, AsyncCall]:
     }
 
 
+def _steps_of(counter: StepCounter | None, task: trio.lowlevel.Task) -> int:
+    return 0 if counter is None else counter.by_task.get(task, 0)
+
+
+async def _single_task_steps(call: AsyncCall, payload: bytes, n: int, counter: StepCounter) -> tuple[int, int]:
+    """``n`` calls from this task: steps this task began during them, and steps of every task."""
+    me = trio.lowlevel.current_task()
+    mine, everyone = _steps_of(counter, me), counter.steps
+    for _ in range(n):
+        if await call(payload) != payload:
+            raise AssertionError("wrong echo while counting task steps")
+    return _steps_of(counter, me) - mine, counter.steps - everyone
+
+
 class QueuedRun:
     """Two tasks calling one inline actor, each call queued behind the other task's."""
 
@@ -94,24 +108,37 @@ class QueuedRun:
         self.wall_ns = 0
 
     async def round(self, n: int, counter: StepCounter | None = None) -> tuple[int, int]:
-        """``n`` calls from each task; returns the task steps of the two callers and of all tasks.
+        """``n`` calls from each task.
 
-        The main task first makes one call with ``rt.stream()``, which always
-        goes through the mailbox, and gives up the CPU while waiting for its
-        turn.  The two callers then find the actor busy and queue; from then
-        on each finished call hands the turn to the other task's queued call.
+        Returns the steps the two calling tasks began during their calls, and
+        the steps of every task during the whole round (with ``counter``).
+
+        Both tasks wake in the same scheduler batch and start with one untimed
+        call through ``rt.stream()``, which always goes through the mailbox:
+        the first to run is given the turn and gives up the CPU once before
+        using it, so the second finds the actor busy and queues.  From then on
+        each finished call hands the turn to the other task's queued call, and
+        each task's next call finds the actor busy (its turn granted to the
+        other task) and queues in turn.  (Were the main task to make that
+        first call instead, trio could resume it before either caller ran, and
+        the callers would find the actor idle.)
         """
         go = trio.Event()
         spans: list[tuple[int, int]] = []
-        callers: list[trio.lowlevel.Task] = []
+        caller_steps = 0
 
         async def caller(samples: Samples, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            callers.append(trio.lowlevel.current_task())
+            nonlocal caller_steps
+            me = trio.lowlevel.current_task()
             task_status.started()
             await go.wait()
             invoke, name, payload = self.rt.invoke, self.name, self.payload
+            async with aclosing(self.rt.stream(name, payload)) as chunks:
+                async for _ in chunks:
+                    pass
             record = samples.latencies_ns.append
             first = samples.calls
+            before = _steps_of(counter, me)
             reply = b""
             start = _clock()
             for _ in range(n):
@@ -119,23 +146,19 @@ class QueuedRun:
                 reply = await invoke(name, payload)
                 record(_clock() - t0)
             end = _clock()
+            caller_steps += _steps_of(counter, me) - before
             samples.end_round(first, end - start)
             spans.append((start, end))
             if reply != payload:
                 raise AssertionError(f"{samples.name}: queued inline echo returned {len(reply)} bytes")
 
-        steps_before = counter.steps if counter is not None else 0
+        everyone = counter.steps if counter is not None else 0
         async with trio.open_nursery() as nursery:
             for samples in self.tasks:
                 await nursery.start(caller, samples)
             go.set()
-            async with aclosing(self.rt.stream(self.name, self.payload)) as chunks:
-                async for _ in chunks:
-                    pass
-        self.wall_ns += max(e for _, e in spans) - min(s for s, _ in spans)
-        if counter is None:
-            return 0, 0
-        return sum(counter.by_task.get(task, 0) for task in callers), counter.steps - steps_before
+        self.wall_ns += max(end for _, end in spans) - min(start for start, _ in spans)
+        return caller_steps, (counter.steps - everyone if counter is not None else 0)
 
     def summary(self) -> dict[str, Any]:
         per_task = [s.summary() for s in self.tasks]
@@ -149,100 +172,63 @@ class QueuedRun:
         }
 
 
-async def dispatch(rt: Runtime, name: str, payload: bytes, rounds: int, calls: int, count_calls: int) -> dict[str, Any]:
-    """Every dispatch figure; ``name`` must be an inline deployment with one actor."""
-    callers = _callers(rt, name)
-    queued = QueuedRun(rt, name, payload)
-    samples = {variant: Samples(variant) for variant in callers}
+async def dispatch(
+    rt: Runtime, inline_name: str, thread_name: str, payload: bytes, rounds: int, calls: int, count_calls: int
+) -> dict[str, Any]:
+    """Every dispatch figure.
 
-    async def run(variant: str, into: Samples | None, n: int) -> None:
+    ``inline_name`` must be an inline deployment with one actor that nothing
+    else calls meanwhile; ``thread_name`` a thread-mode one (only its task
+    steps are counted).
+    """
+    callers = _callers(rt, inline_name)
+
+    async def run(variant: str, samples: dict[str, Samples], queued: QueuedRun, n: int) -> None:
         if variant == "queued_inline":
             await queued.round(n)
         else:
-            await time_async_round(into or Samples(variant), callers[variant], payload, n)
+            await time_async_round(samples[variant], callers[variant], payload, n)
 
-    for variant in VARIANTS:  # untimed warm-up
-        await run(variant, None, max(1, calls // 5))
-    queued.tasks[0].latencies_ns.clear()
-    queued.tasks[1].latencies_ns.clear()
-    queued.tasks[0].round_p50_ns.clear()
-    queued.tasks[1].round_p50_ns.clear()
-    queued.tasks[0].wall_ns = queued.tasks[1].wall_ns = queued.wall_ns = 0
+    warm_up = {variant: Samples(variant) for variant in callers}
+    for variant in VARIANTS:
+        await run(variant, warm_up, QueuedRun(rt, inline_name, payload), max(1, calls // 5))
 
+    samples = {variant: Samples(variant) for variant in callers}
+    queued = QueuedRun(rt, inline_name, payload)
     for r in range(rounds):
         shift = r % len(VARIANTS)
         gc.collect()
         for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-            await run(variant, samples.get(variant), calls)
+            await run(variant, samples, queued, calls)
 
-    steps = await _count_steps(rt, name, payload, callers, queued, count_calls)
     results: dict[str, Any] = {variant: s.summary() for variant, s in samples.items()}
     results["queued_inline"] = queued.summary()
-    for variant, (caller_steps, all_steps, n) in steps.items():
-        target = results.setdefault(variant, {})
-        target["task_steps_per_call"] = caller_steps / n
-        target["all_task_steps_per_call"] = all_steps / n
-        target["step_count_calls"] = n
+
+    # Task steps, counted apart from the timed rounds: an instrument slows every step.
+    def record(variant: str, caller_steps: int, all_steps: int, n: int) -> None:
+        results.setdefault(variant, {}).update(
+            task_steps_per_call=caller_steps / n, all_task_steps_per_call=all_steps / n, step_count_calls=n
+        )
+
+    for variant in ("inline_idle", "inline_with_checkpoint"):
+        counter = StepCounter()
+        with instrumented(counter):
+            mine, everyone = await _single_task_steps(callers[variant], payload, count_calls, counter)
+        record(variant, mine, everyone, count_calls)
+    counter = StepCounter()
+    with instrumented(counter):
+        mine, everyone = await QueuedRun(rt, inline_name, payload).round(count_calls, counter)
+    record("queued_inline", mine, everyone, 2 * count_calls)
+    counter = StepCounter()
+    with instrumented(counter):
+        mine, everyone = await _single_task_steps(partial(rt.invoke, thread_name), payload, count_calls, counter)
+    record("thread", mine, everyone, count_calls)
+
     base = results["inline_idle"]["p50_us"]
     forced = results["inline_with_checkpoint"]["p50_us"]
+    results["checkpoint_p50_us"] = results["checkpoint_only"]["p50_us"]
     results["switch_cost_us"] = forced - base
     results["switch_ratio"] = forced / base
-    results["checkpoint_p50_us"] = results["checkpoint_only"]["p50_us"]
     results["rounds"] = rounds
     results["calls_per_round"] = calls
     return results
-
-
-async def _count_steps(
-    rt: Runtime,
-    name: str,
-    payload: bytes,
-    callers: dict[str, AsyncCall],
-    queued: QueuedRun,
-    n: int,
-) -> dict[str, tuple[int, int, int]]:
-    """Task steps per call, counted apart from the timed rounds (an instrument slows every step).
-
-    For each variant: steps of the calling task(s), steps of every task, calls.
-    """
-    counts: dict[str, tuple[int, int, int]] = {}
-    for variant in ("inline_idle", "inline_with_checkpoint"):
-        call = callers[variant]
-
-        async def body(counter: StepCounter, call: AsyncCall = call) -> None:
-            me = trio.lowlevel.current_task()
-            for _ in range(n):
-                if await call(payload) != payload:
-                    raise AssertionError(f"{variant}: wrong echo")
-            counts[variant] = (counter.by_task.get(me, 0), counter.steps, n)
-
-        await _counting(body)
-
-    async def queued_body(counter: StepCounter) -> None:
-        caller_steps, all_steps = await QueuedRun(rt, name, payload).round(n, counter)
-        counts["queued_inline"] = (caller_steps, all_steps, 2 * n)
-
-    await _counting(queued_body)
-    return counts
-
-
-async def thread_steps(rt: Runtime, name: str, payload: bytes, n: int) -> dict[str, float]:
-    """Task steps per call of ``n`` sequential invokes of a thread-mode deployment."""
-    result: dict[str, float] = {}
-
-    async def body(counter: StepCounter) -> None:
-        me = trio.lowlevel.current_task()
-        for _ in range(n):
-            if await rt.invoke(name, payload) != payload:
-                raise AssertionError("thread: wrong echo")
-        result["task_steps_per_call"] = counter.by_task.get(me, 0) / n
-        result["all_task_steps_per_call"] = counter.steps / n
-        result["step_count_calls"] = n
-
-    await _counting(body)
-    return result
-
-
-def p50_us(samples: Samples) -> float:
-    """Median of ``samples`` in microseconds."""
-    return percentile(sorted(samples.latencies_ns), 50) / 1000

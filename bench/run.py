@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,12 +33,8 @@ from typing import Any
 
 import trio
 import wasmtime
-
-from wasmhive.runtime import Runtime, RuntimeConfig
-from wasmhive.runtime.cache import CompileCache
-from wasmhive.runtime.engine import build_engine
-
 from cases import DirectEcho, check_echo, check_echo_async, extism_echo
+from dispatch import dispatch
 from timing import (
     AsyncCall,
     Samples,
@@ -48,6 +45,11 @@ from timing import (
     time_async_round,
     time_sync_round,
 )
+
+from wasmhive.runtime import Runtime, RuntimeConfig
+from wasmhive.runtime import cache as cache_format
+from wasmhive.runtime.cache import CompileCache
+from wasmhive.runtime.engine import build_engine
 
 REPO = Path(__file__).resolve().parent.parent
 ECHO_WAT = REPO / "examples" / "echo.wat"
@@ -71,16 +73,40 @@ class Settings:
     compile_reps: int
     load_reps: int
     idle_actors: int
+    dispatch_rounds: int
+    dispatch_calls: int
+    #: Calls per variant of the task-step count (done apart from the timed rounds).
+    dispatch_count_calls: int
 
     @classmethod
     def full(cls) -> Settings:
         """The full run (about 35 s on two cores)."""
-        return cls(rounds=40, calls_per_round=2000, spawns=5000, compile_reps=3, load_reps=30, idle_actors=10_000)
+        return cls(
+            rounds=40,
+            calls_per_round=2000,
+            spawns=5000,
+            compile_reps=3,
+            load_reps=30,
+            idle_actors=10_000,
+            dispatch_rounds=20,
+            dispatch_calls=2000,
+            dispatch_count_calls=10_000,
+        )
 
     @classmethod
     def quick(cls) -> Settings:
         """A short run (about ten seconds) that still deploys 10,000 actors."""
-        return cls(rounds=4, calls_per_round=250, spawns=300, compile_reps=1, load_reps=5, idle_actors=10_000)
+        return cls(
+            rounds=4,
+            calls_per_round=250,
+            spawns=300,
+            compile_reps=1,
+            load_reps=5,
+            idle_actors=10_000,
+            dispatch_rounds=3,
+            dispatch_calls=250,
+            dispatch_count_calls=1000,
+        )
 
 
 @dataclass(frozen=True)
@@ -168,7 +194,7 @@ def latency_results(samples: dict[str, Samples]) -> Results:
 async def spawn_latency(rt: Runtime, wasm: bytes, count: int) -> Results:
     """Time ``Deployment.spawn()`` of the echo module (compiled and linked already)."""
     await rt.deploy("spawnee", wasm)
-    deployment = rt._deployments["spawnee"]  # noqa: SLF001 - the bench times the internal step
+    deployment = rt._deployments["spawnee"]
     samples = Samples("spawn")
     clock = time.perf_counter_ns
     gc.collect()
@@ -228,7 +254,16 @@ def qjs_cache(settings: Settings, scratch: Path) -> Results:
     engine, fingerprint = build_engine(config)
     wasm = qjs_wasm()
     directory = config.resolved_cache_dir()
-    compile_ms, compile_all = _median_ms(lambda: wasmtime.Module(engine, wasm), settings.compile_reps)
+    compile_cpu: list[float] = []
+
+    def compile_once() -> None:
+        # wasmtime compiles functions on several threads: process CPU time / wall time
+        # shows how many cores the compile got.
+        c0 = time.process_time()
+        wasmtime.Module(engine, wasm)
+        compile_cpu.append((time.process_time() - c0) * 1000)
+
+    compile_ms, compile_all = _median_ms(compile_once, settings.compile_reps)
     t0 = time.perf_counter()
     CompileCache(engine, fingerprint, directory).load(wasm)  # compile + serialize + write
     first_load_ms = (time.perf_counter() - t0) * 1000
@@ -241,6 +276,9 @@ def qjs_cache(settings: Settings, scratch: Path) -> Results:
         "qjs_wasm_bytes": len(wasm),
         "qjs_compile_ms": compile_ms,
         "qjs_compile_all_ms": compile_all,
+        "qjs_compile_cpu_ms": percentile(sorted(compile_cpu), 50),
+        "qjs_compile_cores_used": percentile(sorted(c / w for c, w in zip(compile_cpu, compile_all, strict=True)), 50),
+        "qjs_fuel": config.fuel,
         "qjs_first_load_ms": first_load_ms,
         "qjs_cache_load_ms": load_ms,
         "qjs_cache_load_p99_ms": percentile(sorted(load_all), 99),
@@ -259,18 +297,24 @@ def _load_breakdown(
     path = cache.path_for(hashlib.sha256(wasm).hexdigest())
     assert path is not None and path.exists()
     blob = path.read_bytes()
-    payload = blob[48:]  # magic (16) + sha256 (32)
+    # Format v2: magic, module sha256, settings hash, payload sha256, payload.
+    header = cache_format._HEADER
+    if not blob.startswith(cache_format._MAGIC):
+        raise AssertionError(f"{path} does not start with {cache_format._MAGIC!r}")
+    payload = blob[header:]
     raw = directory / "raw.cwasm"
     raw.write_bytes(payload)
     steps: dict[str, Callable[[], object]] = {
         "sha256_input": lambda: hashlib.sha256(wasm).digest(),
         "read_file": path.read_bytes,
-        "sha256_file": lambda: hashlib.sha256(memoryview(blob)[48:]).digest(),
+        "sha256_file": lambda: hashlib.sha256(memoryview(blob)[header:]).digest(),
+        "copy_payload": lambda: blob[header:],
         "deserialize": lambda: wasmtime.Module.deserialize(engine, payload),
         "deserialize_file_mmap": lambda: wasmtime.Module.deserialize_file(engine, str(raw)),
     }
     breakdown = {name: _median_ms(fn, reps)[0] for name, fn in steps.items()}
     breakdown["cache_file_bytes"] = float(len(blob))
+    breakdown["header_bytes"] = float(header)
     return breakdown
 
 
@@ -326,6 +370,20 @@ async def async_sections(settings: Settings, scratch: Path) -> Results:
     async with Runtime(config) as rt:
         log(f"echo: {settings.rounds} rounds x {settings.calls_per_round} calls x 5 cases ...")
         results.update(latency_results(await echo_latency(rt, wasm, settings)))
+        log(
+            f"dispatch: {settings.dispatch_rounds} rounds x {settings.dispatch_calls} calls x 4 variants,"
+            f" then task steps over {settings.dispatch_count_calls} calls ..."
+        )
+        await rt.deploy("dispatch-inline", wasm, mode="inline")
+        results["dispatch"] = await dispatch(
+            rt,
+            "dispatch-inline",
+            "echo-thread",
+            PAYLOAD,
+            settings.dispatch_rounds,
+            settings.dispatch_calls,
+            settings.dispatch_count_calls,
+        )
         log(f"spawn: {settings.spawns} spawns ...")
         results["spawn"] = await spawn_latency(rt, wasm, settings.spawns)
     return results
@@ -336,6 +394,7 @@ def check_targets(results: Results) -> list[dict[str, Any]]:
     extism_p50 = results[BASELINE]["p50_us"]
     inline_p50 = results["wasmhive_inline"]["p50_us"]
     idle = results["idle_actors"]
+    steps = results["dispatch"]
     return [
         {
             "target": "inline invoke p50 <= 0.6x Extism call p50",
@@ -357,6 +416,13 @@ def check_targets(results: Results) -> list[dict[str, Any]]:
             "measured": f"{results['qjs_compile_ms']:.0f} ms / {results['qjs_cache_load_ms']:.2f} ms"
             f" = {results['qjs_cache_speedup']:.0f}x",
             "met": results["qjs_cache_speedup"] >= 100,
+        },
+        {
+            "target": "idle inline invoke pays no task switch",
+            "measured": f"{steps['inline_idle']['task_steps_per_call']:.3f} task steps per call"
+            f" over {steps['inline_idle']['step_count_calls']} calls; a switch would add"
+            f" {steps['switch_cost_us']:.1f} us ({steps['switch_ratio']:.2f}x)",
+            "met": steps["inline_idle"]["all_task_steps_per_call"] == 0,
         },
         {
             "target": "10,000 idle actors in one process",
@@ -387,7 +453,26 @@ def machine() -> Results:
         "extism": metadata.version("extism"),
         "extism_sys": metadata.version("extism-sys"),
         "payload_bytes": len(PAYLOAD),
+        "fuel": RuntimeConfig().fuel,
+        **git_state(),
+        "load_avg_start": list(os.getloadavg()),
     }
+
+
+def git_state() -> Results:
+    """The commit measured, and the files changed since it (outside ``bench/``)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("diff", "--name-only", "HEAD").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_changed": None}
+    return {"git_commit": commit, "git_changed": [path for path in changed if not path.startswith("bench/")]}
 
 
 def print_report(results: Results) -> None:
@@ -400,10 +485,13 @@ def print_report(results: Results) -> None:
             f"{name:<18}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}{r['ops_per_s']:>11.0f}"
             f"{r['p50_vs_extism']:>11.2f}x{spread:>16}"
         )
+    print_dispatch(results["dispatch"])
     spawn, idle = results["spawn"], results["idle_actors"]
     print(f"\nspawn ({spawn['mode']}): p50 {spawn['p50_us']:.1f} us, p99 {spawn['p99_us']:.1f} us")
     print(
-        f"QuickJS: compile {results['qjs_compile_ms']:.0f} ms, cache load {results['qjs_cache_load_ms']:.2f} ms"
+        f"QuickJS (fuel {'on' if results['qjs_fuel'] else 'off'}): compile {results['qjs_compile_ms']:.0f} ms"
+        f" ({results['qjs_compile_cpu_ms']:.0f} ms CPU, {results['qjs_compile_cores_used']:.1f} cores),"
+        f" cache load {results['qjs_cache_load_ms']:.2f} ms"
         f" ({results['qjs_cache_speedup']:.0f}x); with loaded modules kept alive"
         f" {results['qjs_cache_load_kept_ms']:.2f} ms ({results['qjs_cache_speedup_kept']:.0f}x)"
     )
@@ -415,6 +503,46 @@ def print_report(results: Results) -> None:
     print("\ntargets:")
     for target in results["targets"]:
         print(f"  [{'met' if target['met'] else 'MISSED'}] {target['target']}: {target['measured']}")
+    meta = results["meta"]
+    print(
+        "\nload average (1, 5, 15 min): "
+        + " at the start, ".join(", ".join(f"{x:.2f}" for x in meta[k]) for k in ("load_avg_start", "load_avg_end"))
+        + " at the end"
+    )
+
+
+def print_dispatch(d: Results) -> None:
+    """The dispatch table: latency and task steps per call of each variant."""
+    rows = [
+        ("checkpoint_only", [d["checkpoint_only"]]),
+        ("inline_idle", [d["inline_idle"]]),
+        ("inline_with_checkpoint", [d["inline_with_checkpoint"]]),
+        ("queued_inline (task a)", [d["queued_inline"]["tasks"][0]]),
+        ("queued_inline (task b)", [d["queued_inline"]["tasks"][1]]),
+    ]
+    steps = {
+        "inline_idle": d["inline_idle"],
+        "inline_with_checkpoint": d["inline_with_checkpoint"],
+        "queued_inline (task a)": d["queued_inline"],
+        "queued_inline (task b)": d["queued_inline"],
+    }
+    print(f"\n{'dispatch (trio)':<25}{'p50 us':>9}{'p99 us':>9}{'round p50 us':>15}{'steps/call':>12}{'all steps':>11}")
+    for label, (r,) in rows:
+        spread = f"{r['round_p50_min_us']:.1f}-{r['round_p50_max_us']:.1f}"
+        counted = steps.get(label)
+        mine = f"{counted['task_steps_per_call']:.3f}" if counted else "-"
+        everyone = f"{counted['all_task_steps_per_call']:.3f}" if counted else "-"
+        print(f"{label:<25}{r['p50_us']:>9.1f}{r['p99_us']:>9.1f}{spread:>15}{mine:>12}{everyone:>11}")
+    thread = d["thread"]
+    print(
+        f"{'thread (steps only)':<25}{'-':>9}{'-':>9}{'-':>15}"
+        f"{thread['task_steps_per_call']:>12.3f}{thread['all_task_steps_per_call']:>11.3f}"
+    )
+    print(
+        f"a forced checkpoint adds {d['switch_cost_us']:.1f} us to the idle inline call"
+        f" ({d['switch_ratio']:.2f}x); a bare checkpoint takes {d['checkpoint_p50_us']:.1f} us;"
+        f" queued calls take {d['queued_inline']['wall_per_call_us']:.1f} us each of wall time"
+    )
 
 
 def write_results(results: Results, out: Path) -> None:
@@ -445,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         results.update(qjs_cache(settings, Path(scratch)))
     results["targets"] = check_targets(results)
     results["meta"]["duration_s"] = time.perf_counter() - started
+    results["meta"]["load_avg_end"] = list(os.getloadavg())
     write_results(results, args.out)
     print_report(results)
     log(f"\nwrote {args.out} ({results['meta']['duration_s']:.0f} s)")

@@ -1,24 +1,55 @@
-"""A deployed function: its compiled module, its options, and the actors serving it."""
+"""A deployed function: its actor pool and the strategies that wrap each call.
+
+A call goes through the strategies in this order, outermost first::
+
+    bulkhead -> retry -> circuit breaker -> pool (route, stash, cold start) -> actor
+
+* The **bulkhead** is outermost so that a call holds one slot however many
+  times it is retried, and excess load is refused before any work is done.
+* **Retry** wraps the breaker so that every attempt asks the breaker first:
+  an open breaker fails the attempt with ``CircuitOpen``, which is never
+  retried, so retries never hammer a function the breaker has given up on.
+* The **breaker** wraps exactly one attempt on one actor, so it sees every
+  real outcome (and its timing) and nothing else.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 
+import anyio
 import msgspec
 
 from wasmhive.actors.actor import Actor
 from wasmhive.actors.bridge import LoopBridge
-from wasmhive.actors.errors import WasmhiveError
+from wasmhive.actors.errors import CircuitOpen, MailboxFull, Overloaded, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
-from wasmhive.actors.messages import ActorState, ExitReason
+from wasmhive.actors.messages import ExitReason
+from wasmhive.supervisors.breaker import BreakerPolicy, CircuitBreaker
+from wasmhive.supervisors.bulkhead import Bulkhead, BulkheadPolicy
+from wasmhive.supervisors.events import EventBus
+from wasmhive.supervisors.pool import Pool, PoolPolicy
+from wasmhive.supervisors.protocol import Scheduler
+from wasmhive.supervisors.retry import RetryBudget, RetryPolicy, run_with_retry
 
 from .config import DeployOptions
 from .engine import EpochTicker
 from .registry import ActorRegistry
 
-__all__ = ["Deployment", "FunctionStats"]
+__all__ = ["Deployment", "FunctionStats", "Strategies"]
 
 logger = logging.getLogger("wasmhive.runtime")
+
+
+class Strategies(msgspec.Struct, frozen=True, kw_only=True):
+    """The supervision strategies of one function (None: not used)."""
+
+    pool: PoolPolicy
+    breaker: BreakerPolicy | None = None
+    retry: RetryPolicy | None = None
+    bulkhead: BulkheadPolicy | None = None
 
 
 class FunctionStats(msgspec.Struct):
@@ -29,94 +60,174 @@ class FunctionStats(msgspec.Struct):
     mode: str
     timeout: float
     memory_limit: int
+    #: Live actors.
     instances: int
+    #: Actors the pool keeps (live plus restarting).
+    pool_size: int
+    #: In-flight calls over capacity, averaged over the pool's stable window.
+    utilization: float
+    in_flight: int
     states: dict[str, int]
     queued: int
     calls: int
     failures: int
     crashes: int
-    replacements: int
+    restarts: int
+    scale_ups: int
+    scale_downs: int
+    cold_starts: int
+    breaker_state: str | None
+    retries: int
+    #: Calls refused without running: bulkhead, open breaker, full mailbox, empty pool.
+    rejections: int
 
 
 class Deployment:
-    """Keeps ``options.instances`` actors of one function alive and routes calls to them.
-
-    Until supervisors bring restart strategies, an actor that crashes is
-    replaced at once by a fresh instance (its callers got their typed errors).
-    """
+    """One function: a pool of actors, and the strategies around every call."""
 
     def __init__(
         self,
         name: str,
         digest: str,
         options: DeployOptions,
+        strategies: Strategies,
         spec: InstanceSpec,
+        *,
         registry: ActorRegistry,
         bridge: LoopBridge,
         ticker: EpochTicker,
+        scheduler: Scheduler,
+        events: EventBus,
+        shutdown_grace: float,
     ) -> None:
         self.name = name
         self.digest = digest
         self.options = options
+        self.strategies = strategies
         self.spec = spec
-        self.actors: list[Actor] = []
-        self.active = True
         self._policy = options.policy
         self._registry = registry
         self._bridge = bridge
         self._ticker = ticker
+        self._clock: Callable[[], float] = scheduler.now
+        self.pool = Pool(
+            name, self._spawn, strategies.pool, scheduler=scheduler, events=events, shutdown_grace=shutdown_grace
+        )
+        self.breaker = CircuitBreaker(strategies.breaker, name, scheduler.now) if strategies.breaker else None
+        self.bulkhead = Bulkhead(strategies.bulkhead, name) if strategies.bulkhead else None
+        self.retry = strategies.retry
+        self._budget: RetryBudget | None = strategies.retry.new_budget() if strategies.retry else None
+        self._plain = self.breaker is None and self.bulkhead is None and self.retry is None
         self._calls_of_dead = 0
         self._failures_of_dead = 0
-        self.crashes = 0
-        self.replacements = 0
+        self.retries = 0
+        self.rejections = 0
 
-    def spawn(self) -> Actor:
-        """Start one more actor.  Raises the typed error if the guest cannot start."""
+    def start(self) -> Deployment:
+        """Start the pool's first actors.  Raises the typed error if the guest cannot start."""
+        self.pool.start()
+        return self
+
+    def stop(self, reason: ExitReason) -> None:
+        """Stop every actor; queued messages fail; calls in flight get the grace period."""
+        self.pool.stop(reason)
+
+    @property
+    def actors(self) -> list[Actor]:
+        return self.pool.actors
+
+    def _spawn(self) -> Actor:
         actor = Actor(self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker)
         actor.start()
         actor.on_exit(self._ended)
         self._registry.add(actor)
-        self.actors.append(actor)
         return actor
-
-    def pick(self) -> Actor:
-        """The actor for the next call: an idle one with an empty mailbox, else the least loaded."""
-        best: Actor | None = None
-        for actor in self.actors:
-            if actor.state is ActorState.IDLE and not actor.queued:
-                return actor
-            if actor.alive and (best is None or actor.queued < best.queued):
-                best = actor
-        if best is None:
-            # Every actor is gone (a replacement failed to start): try once more now.
-            best = self.spawn()
-        return best
-
-    def stop(self) -> None:
-        """Stop every actor; queued messages fail with RuntimeClosed."""
-        self.active = False
-        for actor in list(self.actors):
-            actor.stop(ExitReason("shutdown"))
 
     def _ended(self, actor: Actor, reason: ExitReason) -> None:
         self._registry.ended(actor, reason)
-        if actor in self.actors:
-            self.actors.remove(actor)
         self._calls_of_dead += actor.calls
         self._failures_of_dead += actor.failures
-        if not reason.abnormal:
-            return
-        self.crashes += 1
-        if self.active and len(self.actors) < self.options.instances:
+
+    # --- calling ------------------------------------------------------------------------
+
+    async def call(self, payload: bytes, key: str | None = None) -> bytes:
+        """One call through every strategy; the emitted chunks joined with the reply."""
+        pool = self.pool
+        if self._plain:
+            actor = pool.pick(key)
+            if actor is not None:  # the common case: no strategies, a live actor
+                pool.in_flight += 1
+                try:
+                    return await actor.ask(payload)
+                except MailboxFull:
+                    self.rejections += 1
+                    raise
+                finally:
+                    pool.in_flight -= 1
+        if self.bulkhead is None:
+            return await self._with_retry(payload, key)
+        try:
+            async with self.bulkhead.slot():
+                return await self._with_retry(payload, key)
+        except Overloaded:
+            self.rejections += 1
+            raise
+
+    async def _with_retry(self, payload: bytes, key: str | None) -> bytes:
+        if self.retry is None or self._budget is None:
+            return await self._attempt(0, payload, key)
+        deadline = anyio.current_effective_deadline()
+        return await run_with_retry(
+            lambda attempt: self._attempt(attempt, payload, key),
+            self.retry,
+            self._budget,
+            deadline=None if math.isinf(deadline) else deadline,
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
+        self.retries += 1
+
+    async def _attempt(self, attempt: int, payload: bytes, key: str | None) -> bytes:
+        breaker = self.breaker
+        if breaker is not None:
             try:
-                self.spawn()
-                self.replacements += 1
-            except WasmhiveError as exc:
-                logger.error("%s: cannot replace crashed actor %s: %s", self.name, actor.ref.id, exc)
+                breaker.acquire()
+            except CircuitOpen:
+                self.rejections += 1
+                raise
+        pool = self.pool
+        pool.in_flight += 1
+        started = self._clock()
+        try:
+            actor = await pool.acquire(key)
+            result = await actor.ask(payload)
+        except WasmhiveError as exc:
+            if isinstance(exc, (MailboxFull, Overloaded)):
+                self.rejections += 1
+            if breaker is not None:
+                breaker.record_failure(self._clock() - started, exc)
+            raise
+        except BaseException:
+            if breaker is not None:
+                breaker.record_ignored()
+            raise
+        finally:
+            pool.in_flight -= 1
+        if breaker is not None:
+            breaker.record_success(self._clock() - started)
+        return result
+
+    async def route(self, key: str | None = None) -> Actor:
+        """The actor a streaming call goes to (breaker and bulkhead do not apply to streams)."""
+        return await self.pool.acquire(key)
+
+    # --- observing ------------------------------------------------------------------------
 
     def stats(self) -> FunctionStats:
+        actors = self.pool.actors
         states: dict[str, int] = {}
-        for actor in self.actors:
+        for actor in actors:
             states[actor.state.value] = states.get(actor.state.value, 0) + 1
         return FunctionStats(
             name=self.name,
@@ -124,11 +235,20 @@ class Deployment:
             mode=self.options.mode,
             timeout=self.options.call_timeout,
             memory_limit=self.options.memory_limit,
-            instances=sum(1 for a in self.actors if a.alive),
+            instances=sum(1 for a in actors if a.alive),
+            pool_size=self.pool.size,
+            utilization=round(self.pool.utilization(), 4),
+            in_flight=self.pool.in_flight,
             states=states,
-            queued=sum(a.queued for a in self.actors),
-            calls=self._calls_of_dead + sum(a.calls for a in self.actors),
-            failures=self._failures_of_dead + sum(a.failures for a in self.actors),
-            crashes=self.crashes,
-            replacements=self.replacements,
+            queued=sum(a.queued for a in actors),
+            calls=self._calls_of_dead + sum(a.calls for a in actors),
+            failures=self._failures_of_dead + sum(a.failures for a in actors),
+            crashes=self.pool.crashes,
+            restarts=self.pool.restarts,
+            scale_ups=self.pool.scale_ups,
+            scale_downs=self.pool.scale_downs,
+            cold_starts=self.pool.cold_starts,
+            breaker_state=self.breaker.state.name if self.breaker is not None else None,
+            retries=self.retries,
+            rejections=self.rejections + self.pool.stash_rejections,
         )

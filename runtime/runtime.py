@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import msgspec
 import wasmtime
@@ -28,10 +29,16 @@ from wasmhive.actors.host import KeyValueStore
 from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
+from wasmhive.supervisors.breaker import BreakerPolicy
+from wasmhive.supervisors.bulkhead import BulkheadPolicy
+from wasmhive.supervisors.events import EventBus
+from wasmhive.supervisors.pool import PoolPolicy
+from wasmhive.supervisors.retry import RetryPolicy
+from wasmhive.supervisors.scheduler import LoopScheduler
 
 from .cache import CompileCache
 from .config import DeployOptions, RuntimeConfig
-from .deployment import Deployment, FunctionStats
+from .deployment import Deployment, FunctionStats, Strategies
 from .engine import EpochTicker, build_engine
 from .kv import MemoryKeyValueStore
 from .module import ModuleSource, read_module_source
@@ -77,6 +84,10 @@ class Runtime:
         self._deployments: dict[str, Deployment] = {}
         self._reserved: set[str] = set()
         self._bridge: LoopBridge | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._scheduler: LoopScheduler | None = None
+        #: Supervision events of every function (starts, exits, restarts, give-ups).
+        self.events = EventBus()
         self._max_payload = self.config.max_payload_bytes
         self._open = False
         self._closed = False
@@ -87,6 +98,10 @@ class Runtime:
         if self._open or self._closed:
             raise RuntimeError("a Runtime can be entered only once")
         self._bridge = LoopBridge.current()
+        # Restart backoff and scaling timers run as tasks of this group.
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._scheduler = LoopScheduler(self._task_group)
         self._ticker.start()
         self._open = True
         return self
@@ -107,7 +122,7 @@ class Runtime:
         self._closed = True
         actors = self._registry.live()
         for deployment in self._deployments.values():
-            deployment.stop()
+            deployment.stop(ExitReason("shutdown"))
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.config.shutdown_grace):
                 for actor in actors:
@@ -122,6 +137,9 @@ class Runtime:
                 await anyio.to_thread.run_sync(_join_all, started, 5.0)
         self._deployments.clear()
         self._ticker.stop()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
 
     # --- deploying ----------------------------------------------------------------
 
@@ -138,6 +156,10 @@ class Runtime:
         overflow: str | None = None,
         mailbox_wait: float | None = None,
         instances: int | None = None,
+        pool: PoolPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        bulkhead: BulkheadPolicy | None = None,
     ) -> FunctionStats:
         """Compile (or load from the cache), validate and start a function.
 
@@ -147,7 +169,10 @@ class Runtime:
         calls).  ``timeout`` is in seconds, ``memory_limit`` in bytes, ``fuel``
         an instruction budget per call.  ``overflow`` is ``"wait"`` (a sender
         waits up to ``mailbox_wait`` seconds for room) or ``"reject"``.
-        ``instances`` actors share the load.
+        ``instances`` actors share the load; or give a ``pool`` policy to let
+        the pool scale between its ``min_size`` and ``max_size``.  ``breaker``,
+        ``retry`` and ``bulkhead`` add those strategies around each call (see
+        :mod:`wasmhive.runtime.deployment` for the order they wrap a call in).
 
         Raises :class:`InvalidConfig`, :class:`InvalidModule` or
         :class:`AlreadyDeployed`; nothing else running is affected.
@@ -174,6 +199,11 @@ class Runtime:
             )
         except InvalidConfig as exc:
             raise InvalidConfig(exc.message, function=name) from None
+        if pool is not None and instances is not None:
+            raise InvalidConfig("give either instances or a pool policy, not both", function=name)
+        strategies = Strategies(
+            pool=pool or PoolPolicy.fixed(options.instances), breaker=breaker, retry=retry, bulkhead=bulkhead
+        )
         if options.fuel is not None and not self.config.fuel:
             raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
         self._reserved.add(name)
@@ -189,15 +219,24 @@ class Runtime:
                 kv=self.kv,
             )
             self._check_open()
-            assert self._bridge is not None
-            deployment = Deployment(name, digest, options, spec, self._registry, self._bridge, self._ticker)
+            assert self._bridge is not None and self._scheduler is not None
+            deployment = Deployment(
+                name,
+                digest,
+                options,
+                strategies,
+                spec,
+                registry=self._registry,
+                bridge=self._bridge,
+                ticker=self._ticker,
+                scheduler=self._scheduler,
+                events=self.events,
+                shutdown_grace=self.config.shutdown_grace,
+            )
             try:
-                for i in range(options.instances):
-                    deployment.spawn()
-                    if i % 64 == 63:
-                        await anyio.lowlevel.checkpoint()  # let other tasks run while many actors start
+                deployment.start()
             except WasmhiveError as exc:
-                deployment.stop()
+                deployment.stop(ExitReason("shutdown"))
                 raise InvalidModule(
                     f"the module failed to start: {type(exc).__name__}: {exc.message}", function=name
                 ) from None
@@ -219,19 +258,19 @@ class Runtime:
         deployment = self._deployments.pop(name, None)
         if deployment is None:
             raise UnknownFunction(f"no function named {name!r} is deployed", function=name)
-        actors = list(deployment.actors)
-        deployment.active = False
-        for actor in actors:
-            actor.stop(ExitReason("normal", "undeployed"))
+        actors = deployment.actors
+        deployment.stop(ExitReason("normal", "undeployed"))
         for actor in actors:
             await actor.wait_stopped()
 
     # --- calling --------------------------------------------------------------------
 
-    async def invoke(self, name: str, payload: bytes) -> bytes:
+    async def invoke(self, name: str, payload: bytes, *, key: str | None = None) -> bytes:
         """Call function ``name`` once; return what it emitted followed by its reply.
 
-        Raises the call's typed error (:class:`GuestError`, :class:`CallTimeout`, ...).
+        With a ``key``, calls with the same key go to the same actor while it
+        lives (session affinity).  Raises the call's typed error
+        (:class:`GuestError`, :class:`CallTimeout`, :class:`CircuitOpen`, ...).
         """
         if self._closed:
             raise RuntimeClosed("the runtime is closed", function=name)
@@ -242,9 +281,9 @@ class Runtime:
             payload = _as_bytes(payload)
         if len(payload) > self._max_payload:
             raise self._too_large(name, payload)
-        return await deployment.pick().ask(payload)
+        return await deployment.call(payload, key)
 
-    async def stream(self, name: str, payload: bytes) -> AsyncIterator[bytes]:
+    async def stream(self, name: str, payload: bytes, *, key: str | None = None) -> AsyncIterator[bytes]:
         """Call function ``name`` and yield each chunk it emits, then its reply (if non-empty).
 
         With ``mode="thread"`` chunks arrive while the guest still runs; an
@@ -261,7 +300,7 @@ class Runtime:
         if len(payload) > self._max_payload:
             raise self._too_large(name, payload)
         assert self._bridge is not None
-        actor = deployment.pick()
+        actor = await deployment.route(key)
         pipe = ChunkPipe(self._bridge)
         envelope = await actor.submit(payload, pipe)
         try:

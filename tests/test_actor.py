@@ -158,7 +158,7 @@ async def test_crashed_actor_is_replaced_for_the_next_message(rt: Runtime) -> No
         (second,) = rt.actors(name)
         assert second != first
         stats = rt.stats().functions[name]
-        assert (stats.crashes, stats.replacements, stats.failures) == (1, 1, 1)
+        assert (stats.crashes, stats.restarts, stats.failures) == (1, 1, 1)
 
 
 async def test_guest_error_keeps_the_actor(rt: Runtime) -> None:

@@ -17,6 +17,7 @@ from guests import (
     UNKNOWN_IMPORT,
     WRONG_HANDLE,
 )
+from helpers import settled
 
 from wasmhive.runtime import (
     AbiError,
@@ -224,6 +225,7 @@ async def test_abi_error_at_call_time(rt: Runtime, guest: str, word: str) -> Non
         err = check_error(info.value, AbiError, "bad")
         assert isinstance(err, GuestFault) and err.fatal
         assert word in err.message
+        await settled(rt, "bad")
         stats = rt.stats().functions["bad"]
         assert stats.crashes == round_
         assert stats.instances == 1  # replaced

@@ -35,6 +35,7 @@ from guests import (
     WASI_STDOUT,
     WITH_INIT,
 )
+from helpers import settled
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -166,10 +167,11 @@ async def run_case(case: Case, path: str, cache_dir: Path) -> dict[str, Any]:
                     outcomes.append(("ok", await rt.invoke(case.id, payload)))
             except WasmhiveError as exc:
                 outcomes.append((*describe(exc), tuple(chunks)))
+        await settled(rt, case.id)
         stats = rt.stats().functions[case.id]
     return {
         "outcomes": outcomes,
-        "stats": (stats.calls, stats.failures, stats.crashes, stats.replacements, stats.instances),
+        "stats": (stats.calls, stats.failures, stats.crashes, stats.restarts, stats.instances),
     }
 
 

@@ -7,7 +7,7 @@ import time
 import guests
 import pytest
 import trio
-from helpers import eventually
+from helpers import eventually, settled
 
 from wasmhive.runtime import (
     ActorState,
@@ -77,6 +77,7 @@ async def test_memory_bomb_raises_out_of_memory(rt: Runtime) -> None:
     assert info.value.function == "bomb"
     assert info.value.details["memory_limit"] == limit
     # the replacement instance starts with fresh, small memory
+    await settled(rt, "bomb")
     assert rt.stats().functions["bomb"].instances == 1
 
 
