@@ -217,6 +217,8 @@ class Actor:
         message = Invoke(payload)
         if self.state is ActorState.IDLE and not self._mailbox:
             if self._inline:
+                # Honour cancellation, but do not yield: no task switch on this path.
+                await self._bridge.checkpoint_if_cancelled()
                 outcome = self._run_inline(message, collector)
             else:
                 outcome = await self._wait(self._run_on_thread(Envelope(message, collector)))

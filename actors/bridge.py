@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio.lowlevel
 import sniffio
 import trio
 
@@ -22,6 +23,10 @@ class LoopBridge:
 
     def __init__(self, schedule: Callable[..., Any], loop_thread: int, library: str) -> None:
         self._schedule = schedule
+        #: Raises the backend's cancellation if the current task is cancelled, without yielding.
+        self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
+            trio.lowlevel.checkpoint_if_cancelled if library == "trio" else anyio.lowlevel.checkpoint_if_cancelled
+        )
         #: ``threading.get_ident()`` of the loop's thread.
         self.loop_thread = loop_thread
         #: ``"trio"`` or ``"asyncio"``.

@@ -12,6 +12,7 @@ __all__ = [
     "Samples",
     "SyncCall",
     "map_count",
+    "max_map_count",
     "percentile",
     "rss_bytes",
     "time_async_round",
@@ -113,3 +114,8 @@ def map_count() -> int:
     """Number of memory mappings of this process (Linux caps it at ``vm.max_map_count``)."""
     with open("/proc/self/maps", "rb") as maps:
         return sum(1 for _ in maps)
+
+
+def max_map_count() -> int:
+    """The kernel's cap on memory mappings per process (``vm.max_map_count``)."""
+    return int(Path("/proc/sys/vm/max_map_count").read_text())

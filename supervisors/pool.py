@@ -63,7 +63,7 @@ class Pool:
         self.stash_rejections = 0
         self._spawn = spawn
         self._scheduler = scheduler
-        self._actors: list[Actor] = []
+        self._actors: dict[Actor, None] = {}  # live actors, oldest first
         self._affinity: dict[str, Actor] = {}
         self._keys_of: dict[int, set[str]] = {}
         self._stashed = 0
@@ -117,7 +117,7 @@ class Pool:
     @property
     def size(self) -> int:
         """Actors the pool keeps: live ones plus those waiting to restart."""
-        return len(self._supervisor.which_children())
+        return self._supervisor.size
 
     @property
     def restarts(self) -> int:
@@ -162,7 +162,7 @@ class Pool:
             )
         if self.size == 0:  # scaled to zero: start one now
             self.cold_starts += 1
-            self._scale_to(1)
+            self.scale_to(1)
             actor = self.pick(key)
             if actor is not None:
                 return actor
@@ -200,7 +200,7 @@ class Pool:
 
     def _start_actor(self) -> Actor:
         actor = self._spawn()
-        self._actors.append(actor)
+        self._actors[actor] = None
         actor.on_exit(self._actor_ended)
         available, self._available = self._available, None
         if available is not None:
@@ -208,8 +208,7 @@ class Pool:
         return actor
 
     def _actor_ended(self, actor: Actor, reason: ExitReason) -> None:
-        if actor in self._actors:
-            self._actors.remove(actor)
+        self._actors.pop(actor, None)
         if reason.abnormal:
             self.crashes += 1
         for key in self._keys_of.pop(actor.ref.id, ()):
@@ -241,13 +240,14 @@ class Pool:
         size = self.size
         burst = autoscaler.panic_check(now, size)
         if burst is not None:
-            self._scale_to(burst)
+            self.scale_to(burst)
         elif now >= self._next_decision:
             self._next_decision = now + self.policy.interval
-            self._scale_to(autoscaler.decide(now, size))
+            self.scale_to(autoscaler.decide(now, size))
         self._timer = self._scheduler.call_later(self.policy.sample_interval, self._sample)
 
-    def _scale_to(self, wanted: int) -> None:
+    def scale_to(self, wanted: int) -> None:
+        """Grow or shrink toward ``wanted`` actors now (only idle actors are removed)."""
         size = self.size
         if wanted > size:
             for _ in range(wanted - size):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -138,6 +139,7 @@ class Supervisor:
         self._scheduler = scheduler
         self._children: list[_Child] = []
         self._restart_times: list[float] = []
+        self._rng = random.Random()  # shared by the children's backoffs
         self._state = _State()
         ids = [spec.id for spec in children]
         if len(set(ids)) != len(ids):
@@ -210,12 +212,17 @@ class Supervisor:
         return None
 
     @property
+    def size(self) -> int:
+        """Children kept (running or waiting to restart)."""
+        return len(self._children)
+
+    @property
     def restarts(self) -> int:
         """Restarts performed so far, over all children."""
         return sum(c.restarts for c in self._children)
 
     def _new_child(self, spec: ChildSpec) -> _Child:
-        backoff = RestartBackoff(spec.backoff, clock=self._scheduler.now) if spec.backoff else None
+        backoff = RestartBackoff(spec.backoff, self._rng, clock=self._scheduler.now) if spec.backoff else None
         return _Child(spec=spec, backoff=backoff)
 
     def _start(self, child: _Child) -> None:

@@ -217,3 +217,18 @@ GATED = module(
     imports=IMPORT_HOST_CALL,
     data=f'(data (i32.const 16) "{_KV_DELETE_GO}")',
 )
+
+#: Counts its calls in memory (reply: the count, 4 bytes little-endian); a payload starting with '!' traps.
+COUNTER_OR_TRAP = module(
+    """(if (i32.gt_u (local.get $len) (i32.const 0))
+         (then (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 0x21)) (then (unreachable)))))
+       (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1)))
+       (call $pack (i32.const 8) (i32.const 4))"""
+)
+
+#: Echoes its payload; a payload starting with '!' traps.
+ECHO_OR_TRAP = module(
+    """(if (i32.gt_u (local.get $len) (i32.const 0))
+         (then (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 0x21)) (then (unreachable)))))
+       (call $pack (local.get $ptr) (local.get $len))"""
+)

@@ -210,3 +210,12 @@ async def test_busy_inline_actor_queues_and_hands_the_turn_back(rt: Runtime) -> 
         for _ in range(20):
             nursery.start_soon(send)
     assert sorted(got) == list(range(1, 21))
+
+
+async def test_an_inline_call_in_a_cancelled_scope_does_not_run(rt: Runtime) -> None:
+    await rt.deploy("c", guests.COUNTER.encode(), mode="inline")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await rt.invoke("c", b"")
+    assert scope.cancelled_caught
+    assert await rt.invoke("c", b"") == (1).to_bytes(4, "little")  # the cancelled call never ran

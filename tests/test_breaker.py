@@ -502,8 +502,15 @@ def test_max_wait_in_half_open_zero_means_no_limit() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [GuestTrap("t"), CallTimeout("t"), OutOfMemory("m"), FuelExhausted("f"), AbiError("a"), HostError("h")]
-    + [ActorCrashed("c", reason="trap")],
+    [
+        GuestTrap("t"),
+        CallTimeout("t"),
+        OutOfMemory("m"),
+        FuelExhausted("f"),
+        AbiError("a"),
+        HostError("h"),
+        ActorCrashed("c", reason="trap"),
+    ],
     ids=type,
 )
 def test_default_recorded_errors_count(error: BaseException) -> None:
@@ -538,6 +545,20 @@ def test_guest_error_gives_back_the_half_open_permit() -> None:
     breaker.acquire()  # the permit came back
     breaker.record_success(0.1)
     assert breaker.state is CLOSED
+
+
+def test_ignored_reports_never_raise_the_probe_limit() -> None:
+    breaker, clock = make()
+    breaker.acquire()
+    breaker.acquire()  # two calls start while CLOSED and are still running
+    fail(breaker, 5)
+    clock.advance(30)
+    breaker.acquire()  # half-opens: one probe out, two permits left
+    breaker.record_ignored()
+    breaker.record_ignored()  # the two old calls end saying nothing: at most three permits
+    for _ in range(3):
+        breaker.acquire()
+    refusal(breaker)
 
 
 def test_record_matches_base_class_names() -> None:
@@ -711,8 +732,13 @@ def test_subscribers_see_every_state_change() -> None:
     breaker.force_open()
     unsubscribe()
     breaker.reset()
-    assert seen == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)] + [
-        (CLOSED, FORCED_OPEN)
+    assert seen == [
+        (CLOSED, OPEN),
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, OPEN),  # expired while nobody looked
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, CLOSED),
+        (CLOSED, FORCED_OPEN),
     ]
 
 
@@ -721,7 +747,9 @@ def test_subscribers_see_every_state_change() -> None:
 
 @pytest.mark.trio
 async def test_call_times_records_and_returns() -> None:
-    breaker, clock = make(mode="rate", window_size=2, minimum_calls=2, slow_call_duration=5.0, slow_call_rate_threshold=50)
+    breaker, clock = make(
+        mode="rate", window_size=2, minimum_calls=2, slow_call_duration=5.0, slow_call_rate_threshold=50
+    )
 
     async def slow() -> int:
         clock.advance(5.0)
@@ -815,7 +843,7 @@ async def test_a_cancelled_probe_gives_back_its_permit() -> None:
         ("failure_threshold", True),
     ],
 )
-def test_invalid_policy_names_the_field(field: str, value: object) -> None:
+def test_invalid_policy_names_the_field(field: str, value: Any) -> None:
     with pytest.raises(InvalidConfig, match=field):
         BreakerPolicy(**{field: value})
 
