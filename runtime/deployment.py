@@ -27,10 +27,11 @@ from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import CircuitOpen, MailboxFull, Overloaded, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ExitReason
+from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.breaker import BreakerPolicy, CircuitBreaker
 from wasmhive.supervisors.bulkhead import Bulkhead, BulkheadPolicy
 from wasmhive.supervisors.events import EventBus
-from wasmhive.supervisors.pool import Pool, PoolPolicy
+from wasmhive.supervisors.pool import Pool
 from wasmhive.supervisors.protocol import Scheduler
 from wasmhive.supervisors.retry import RetryBudget, RetryPolicy, run_with_retry
 

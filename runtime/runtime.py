@@ -29,10 +29,10 @@ from wasmhive.actors.host import KeyValueStore
 from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
+from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.breaker import BreakerPolicy
 from wasmhive.supervisors.bulkhead import BulkheadPolicy
 from wasmhive.supervisors.events import EventBus
-from wasmhive.supervisors.pool import PoolPolicy
 from wasmhive.supervisors.retry import RetryPolicy
 from wasmhive.supervisors.scheduler import LoopScheduler
 

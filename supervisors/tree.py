@@ -229,7 +229,10 @@ class Supervisor:
         process = child.spec.start()
         child.process = process
         child.started += 1
-        process.on_exit(lambda proc, reason, child=child: self._exited(child, proc, reason))
+        def exited(proc: Any, reason: ExitReason) -> None:
+            self._exited(child, proc, reason)
+
+        process.on_exit(exited)
         self.events.publish(ChildStarted(self.name, child.spec.id, self._scheduler.now()))
 
     # --- a child ended -----------------------------------------------------------------
