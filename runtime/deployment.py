@@ -28,6 +28,7 @@ from wasmhive.actors.errors import CircuitOpen, MailboxFull, Overloaded, Wasmhiv
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ExitReason
 from wasmhive.supervisors.autoscaler import PoolPolicy
+from wasmhive.supervisors.backoff import BackoffPolicy, RestartBackoff
 from wasmhive.supervisors.breaker import BreakerPolicy, CircuitBreaker
 from wasmhive.supervisors.bulkhead import Bulkhead, BulkheadPolicy
 from wasmhive.supervisors.events import EventBus
@@ -39,9 +40,12 @@ from .config import DeployOptions
 from .engine import EpochTicker
 from .registry import ActorRegistry
 
-__all__ = ["Deployment", "FunctionStats", "Strategies"]
+__all__ = ["POOL_RESTART_BACKOFF", "Deployment", "FunctionStats", "Strategies"]
 
 logger = logging.getLogger("wasmhive.runtime")
+
+#: Backoff between restarts of a whole pool that gave up.
+POOL_RESTART_BACKOFF = BackoffPolicy(min_backoff=1.0, max_backoff=30.0, random_factor=0.2)
 
 
 class Strategies(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +78,8 @@ class FunctionStats(msgspec.Struct):
     failures: int
     crashes: int
     restarts: int
+    #: Times the whole pool gave up (restart intensity exceeded) and was started again.
+    pool_restarts: int
     scale_ups: int
     scale_downs: int
     cold_starts: int
@@ -111,9 +117,15 @@ class Deployment:
         self._bridge = bridge
         self._ticker = ticker
         self._clock: Callable[[], float] = scheduler.now
-        self.pool = Pool(
-            name, self._spawn, strategies.pool, scheduler=scheduler, events=events, shutdown_grace=shutdown_grace
-        )
+        self._scheduler = scheduler
+        self._events = events
+        self._shutdown_grace = shutdown_grace
+        self._stopping = False
+        # The runtime is the root supervisor: a pool that gives up is started
+        # again after a backoff, and never given up on.
+        self._pool_backoff = RestartBackoff(POOL_RESTART_BACKOFF, clock=scheduler.now)
+        self.pool_restarts = 0
+        self.pool = self._new_pool()
         self.breaker = CircuitBreaker(strategies.breaker, name, scheduler.now) if strategies.breaker else None
         self.bulkhead = Bulkhead(strategies.bulkhead, name) if strategies.bulkhead else None
         self.retry = strategies.retry
@@ -131,7 +143,41 @@ class Deployment:
 
     def stop(self, reason: ExitReason) -> None:
         """Stop every actor; queued messages fail; calls in flight get the grace period."""
+        self._stopping = True
         self.pool.stop(reason)
+
+    def _new_pool(self) -> Pool:
+        pool = Pool(
+            self.name,
+            self._spawn,
+            self.strategies.pool,
+            scheduler=self._scheduler,
+            events=self._events,
+            shutdown_grace=self._shutdown_grace,
+        )
+        pool.on_exit(self._pool_ended)
+        return pool
+
+    def _pool_ended(self, pool: Pool, reason: ExitReason) -> None:
+        if self._stopping or pool is not self.pool:
+            return
+        delay = self._pool_backoff.next_delay()
+        logger.error("%s: the actor pool gave up (%s); starting a new one in %.1fs", self.name, reason.message, delay)
+        self._scheduler.call_later(delay, self._restart_pool)
+
+    def _restart_pool(self) -> None:
+        if self._stopping:
+            return
+        self.pool_restarts += 1
+        self.pool = self._new_pool()
+        try:
+            self.pool.start()
+        except WasmhiveError as exc:
+            delay = self._pool_backoff.next_delay()
+            logger.error("%s: cannot start a new actor pool (%s); trying again in %.1fs", self.name, exc, delay)
+            self._scheduler.call_later(delay, self._restart_pool)
+        else:
+            self._pool_backoff.record_restart()
 
     @property
     def actors(self) -> list[Actor]:
@@ -246,6 +292,7 @@ class Deployment:
             failures=self._failures_of_dead + sum(a.failures for a in actors),
             crashes=self.pool.crashes,
             restarts=self.pool.restarts,
+            pool_restarts=self.pool_restarts,
             scale_ups=self.pool.scale_ups,
             scale_downs=self.pool.scale_downs,
             cold_starts=self.pool.cold_starts,

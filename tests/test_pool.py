@@ -10,6 +10,7 @@ import trio.testing
 from helpers import eventually, settled
 
 from wasmhive.runtime import (
+    ActorCrashed,
     ActorKilled,
     CircuitOpen,
     GuestTrap,
@@ -219,3 +220,21 @@ async def test_stuck_call_is_killed_at_shutdown_after_grace(cache_dir: object) -
             await eventually(lambda: rt.stats().functions["spin"].states.get("busy") == 1)
             await rt.undeploy("spin")  # waits for the grace, then kills the stuck guest
         assert len(outcome) == 1
+
+
+async def test_a_pool_that_gives_up_is_started_again_by_the_runtime(
+    config: RuntimeConfig, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0
+    async with Runtime(config) as rt:
+        policy = PoolPolicy(min_size=1, max_size=1, max_restarts=2, period=60.0)
+        await rt.deploy("t", guests.ECHO_OR_TRAP.encode(), pool=policy, mode="inline")
+        for _ in range(3):  # the third crash is one restart too many
+            with pytest.raises(GuestTrap):
+                await rt.invoke("t", b"!")
+            await trio.sleep(1.0)  # (virtual) let the restart backoff pass
+        with pytest.raises(ActorCrashed, match="gave up"):
+            await rt.invoke("t", b"meanwhile")
+        await eventually(lambda: rt.stats().functions["t"].pool_restarts == 1, limit=120, step=0.1)
+        await settled(rt, "t")
+        assert await rt.invoke("t", b"back") == b"back"
