@@ -299,3 +299,38 @@ def test_dynamic_supervisor_adds_and_removes_children_at_run_time() -> None:
     assert [c.id for c in sup.which_children()] == [second]
     with pytest.raises(InvalidConfig):
         DynamicSupervisor("x", children.spec("w"), SupervisorPolicy(strategy="one_for_all"), scheduler=ManualScheduler())
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restarted"),
+    [("one_for_one", ["b"]), ("one_for_all", ["a", "b", "c"]), ("rest_for_one", ["b", "c"])],
+)
+def test_each_strategy_restarts_the_right_children(strategy: str, restarted: list[str]) -> None:
+    children = Children()
+    policy = SupervisorPolicy(strategy=strategy, max_restarts=5)  # type: ignore[arg-type]
+    Supervisor("s", [children.spec(c) for c in "abc"], policy, scheduler=ManualScheduler()).start()
+    children.log.clear()
+    children.current("b").end(CRASH)
+    stopped = [c for c in restarted if c != "b"]
+    # Siblings are stopped in reverse order, then everything restarts in start order.
+    assert children.log == ["end b trap"] + [f"end {c} shutdown" for c in reversed(stopped)] + [
+        f"start {c}" for c in restarted
+    ]
+
+
+@pytest.mark.parametrize(
+    ("restart", "reason", "restarted"),
+    [
+        ("permanent", NORMAL, True),
+        ("permanent", CRASH, True),
+        ("transient", NORMAL, False),
+        ("transient", CRASH, True),
+        ("temporary", CRASH, False),
+    ],
+)
+def test_restart_types(restart: str, reason: ExitReason, restarted: bool) -> None:
+    children = Children()
+    sup = Supervisor("s", [children.spec("a", restart=restart)], scheduler=ManualScheduler()).start()
+    children.current("a").end(reason)
+    assert len(children.started["a"]) == (2 if restarted else 1)
+    assert [c.id for c in sup.which_children()] == ([] if restart == "temporary" else ["a"])
