@@ -106,6 +106,27 @@ class RandomBytesRequest(_Request, tag="random.bytes"):
     n: int = 32
 
 
+class SecretGetRequest(_Request, tag="secret.get"):
+    """The value of a secret granted to the deployment (a string)."""
+
+    name: str = ""
+
+
+class HttpFetchRequest(_Request, tag="http.fetch"):
+    """An HTTP request made by the host (thread mode, with a fetch grant).
+
+    The result value is ``{"status": int, "headers": {str: str}, "body": bytes}``.
+    With ``relay`` the response body is not returned: it goes straight to the
+    caller as stream chunks while it arrives, and ``body`` is empty.
+    """
+
+    url: str = ""
+    method: str = "GET"
+    headers: dict[str, str] = {}
+    body: bytes = b""
+    relay: bool = False
+
+
 HostRequest = (
     LogRequest
     | KvGetRequest
@@ -115,6 +136,8 @@ HostRequest = (
     | TimeMonotonicRequest
     | TimeWallRequest
     | RandomBytesRequest
+    | SecretGetRequest
+    | HttpFetchRequest
 )
 
 KNOWN_OPS: Final = frozenset(cls.__struct_config__.tag for cls in HostRequest.__args__)

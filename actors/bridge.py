@@ -21,8 +21,15 @@ class LoopBridge:
     the loop has finished are dropped: there is nobody left to receive them.
     """
 
-    def __init__(self, schedule: Callable[..., Any], loop_thread: int, library: str) -> None:
+    def __init__(
+        self,
+        schedule: Callable[..., Any],
+        loop_thread: int,
+        library: str,
+        run_blocking: Callable[..., Any] | None = None,
+    ) -> None:
         self._schedule = schedule
+        self._run_blocking = run_blocking
         #: Raises the backend's cancellation if the current task is cancelled, without yielding.
         self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
             trio.lowlevel.checkpoint_if_cancelled if library == "trio" else anyio.lowlevel.checkpoint_if_cancelled
@@ -37,14 +44,33 @@ class LoopBridge:
         """A bridge to the running trio or asyncio loop."""
         library = sniffio.current_async_library()
         if library == "trio":
-            return cls(trio.lowlevel.current_trio_token().run_sync_soon, threading.get_ident(), library)
+            token = trio.lowlevel.current_trio_token()
+
+            def run_on_trio(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+                return trio.from_thread.run(fn, *args, trio_token=token)
+
+            return cls(token.run_sync_soon, threading.get_ident(), library, run_on_trio)
         if library == "asyncio":
-            return cls(asyncio.get_running_loop().call_soon_threadsafe, threading.get_ident(), library)
+            loop = asyncio.get_running_loop()
+
+            def run_on_asyncio(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+                async def main() -> Any:
+                    return await fn(*args)
+
+                return asyncio.run_coroutine_threadsafe(main(), loop).result()
+
+            return cls(loop.call_soon_threadsafe, threading.get_ident(), library, run_on_asyncio)
         raise RuntimeError(f"wasmhive runs under trio or asyncio, not {library}")
 
     def on_loop_thread(self) -> bool:
         """True when called from the loop's own thread."""
         return threading.get_ident() == self.loop_thread
+
+    def run_blocking(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """From another thread: run ``await fn(*args)`` on the loop and wait for its result."""
+        if self._run_blocking is None or self.on_loop_thread():
+            raise RuntimeError("run_blocking is for threads other than the loop's")
+        return self._run_blocking(fn, *args)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop soon.  Safe from any thread."""

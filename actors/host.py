@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from ctypes import c_size_t, c_void_p
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AbiViolation",
+    "Fetcher",
+    "HostCallError",
     "HostServices",
     "KeyValueStore",
     "current",
@@ -69,13 +71,33 @@ class KeyValueStore(Protocol):
     def incr(self, namespace: str, key: str, by: int = 1, ttl: float | None = None) -> int: ...
 
 
+class HostCallError(Exception):
+    """Raised by host-call code: the guest gets an error result with this ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+#: Runs one ``http.fetch`` for a guest, blocking the calling (actor) thread.
+#: Arguments: the request, where relayed chunks go, the call's deadline
+#: (``time.monotonic()`` seconds).  Returns the result value; raises HostCallError.
+Fetcher = Callable[[abi.HttpFetchRequest, Callable[[bytes], None], float], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class HostServices:
-    """The host's services for one deployment."""
+    """The host's services for one deployment.
+
+    ``secrets`` holds only the secrets granted to the deployment; ``fetch`` is
+    None unless the deployment may use the network.
+    """
 
     function: str
     kv: KeyValueStore
     logger: logging.Logger = field(default=guest_logger)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    fetch: Fetcher | None = None
 
     def log(self, level: int, message: str, actor_id: int | None = None) -> None:
         """Write a guest log line (``level`` as in ABI v1: 0 trace ... 4 error)."""
@@ -101,7 +123,9 @@ def _error(code: str, message: str) -> abi.HostResult:
     return abi.HostResult(ok=False, error=abi.HostErrorInfo(code=code, message=message))
 
 
-def dispatch_host_call(services: HostServices, raw: bytes, actor_id: int | None = None) -> abi.HostResult:
+def dispatch_host_call(
+    services: HostServices, raw: bytes, actor_id: int | None = None, instance: WasmInstance | None = None
+) -> abi.HostResult:
     """Decode and run one host-call request.
 
     Requests that decode as msgpack but are not a valid request (unknown
@@ -127,18 +151,14 @@ def dispatch_host_call(services: HostServices, raw: bytes, actor_id: int | None 
     if request.v != abi.ABI_VERSION:
         return _error("unsupported_version", f"host call version {request.v} is not supported (this host speaks 1)")
     try:
-        return abi.HostResult(ok=True, value=_run(services, request, actor_id))
-    except _OpError as exc:
+        return abi.HostResult(ok=True, value=_run(services, request, actor_id, instance))
+    except HostCallError as exc:
         return _error(exc.code, str(exc))
 
 
-class _OpError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
-def _run(services: HostServices, request: abi.HostRequest, actor_id: int | None) -> Any:
+def _run(services: HostServices, request: abi.HostRequest, actor_id: int | None, instance: WasmInstance | None) -> Any:
     ns = services.function
     if isinstance(request, abi.KvGetRequest):
         return services.kv.get(ns, request.key)
@@ -151,11 +171,11 @@ def _run(services: HostServices, request: abi.HostRequest, actor_id: int | None)
     if isinstance(request, abi.KvIncrRequest):
         _check_ttl(request.ttl)
         if not -(2**63) <= request.by < 2**63:
-            raise _OpError("bad_request", f"kv.incr by must fit in a signed 64-bit integer, got {request.by}")
+            raise HostCallError("bad_request", f"kv.incr by must fit in a signed 64-bit integer, got {request.by}")
         try:
             return services.kv.incr(ns, request.key, request.by, request.ttl)
         except ValueError as exc:
-            raise _OpError("type_error", str(exc)) from None
+            raise HostCallError("type_error", str(exc)) from None
     if isinstance(request, abi.LogRequest):
         services.log(request.level, request.message, actor_id)
         return None
@@ -165,14 +185,23 @@ def _run(services: HostServices, request: abi.HostRequest, actor_id: int | None)
         return time.time_ns()
     if isinstance(request, abi.RandomBytesRequest):
         if not 0 <= request.n <= abi.MAX_RANDOM_BYTES:
-            raise _OpError("bad_request", f"random.bytes n must be 0..{abi.MAX_RANDOM_BYTES}, got {request.n}")
+            raise HostCallError("bad_request", f"random.bytes n must be 0..{abi.MAX_RANDOM_BYTES}, got {request.n}")
         return os.urandom(request.n)
-    raise _OpError("unknown_op", f"unhandled operation {type(request).__name__}")  # pragma: no cover
+    if isinstance(request, abi.SecretGetRequest):
+        value = services.secrets.get(request.name)
+        if value is None:
+            raise HostCallError("not_granted", f"no secret named {request.name!r} is granted to this function")
+        return value
+    if isinstance(request, abi.HttpFetchRequest):
+        if services.fetch is None or instance is None:
+            raise HostCallError("not_granted", "this function may not use the network (deploy it with fetch=...)")
+        return services.fetch(request, instance.emit, instance.deadline)
+    raise HostCallError("unknown_op", f"unhandled operation {type(request).__name__}")  # pragma: no cover
 
 
 def _check_ttl(ttl: float | None) -> None:
     if ttl is not None and not ttl > 0:
-        raise _OpError("bad_request", f"ttl must be a positive number of seconds, got {ttl}")
+        raise HostCallError("bad_request", f"ttl must be a positive number of seconds, got {ttl}")
 
 
 # --- raw wasmtime callbacks -------------------------------------------------
@@ -236,7 +265,7 @@ def _host_call(env: int, caller: int, args: Any, nargs: int) -> int:
     try:
         assert instance is not None, "host_call called outside a call"
         raw = instance.read(args[0].i32, args[1].i32, "host_call")
-        result = dispatch_host_call(instance.services, raw, instance.actor_id)
+        result = dispatch_host_call(instance.services, raw, instance.actor_id, instance)
         try:
             encoded = abi.result_encoder.encode(result)
         except (OverflowError, msgspec.EncodeError) as exc:

@@ -266,6 +266,11 @@ class WasmInstance:
         """
         self._killed = True
 
+    @property
+    def deadline(self) -> float:
+        """When the running call's time is up (``time.monotonic()`` seconds)."""
+        return self._deadline
+
     def shorten_deadline(self, seconds: float) -> None:
         """Let the running call go on for at most ``seconds`` more (from any thread)."""
         self._deadline = min(self._deadline, time.monotonic() + seconds)

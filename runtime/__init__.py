@@ -40,8 +40,10 @@ from wasmhive.actors.monitor import Monitor
 from .cache import CompileCache
 from .config import DeployOptions, RuntimeConfig, default_cache_dir
 from .deployment import FunctionStats
+from .fetch import FetchPolicy
 from .kv import MemoryKeyValueStore
 from .runtime import Runtime, RuntimeStats
+from .secrets import SecretStore
 
 __all__ = [
     "AbiError",
@@ -56,6 +58,7 @@ __all__ = [
     "DeployOptions",
     "Down",
     "ExitReason",
+    "FetchPolicy",
     "FuelExhausted",
     "FunctionStats",
     "GuestError",
@@ -74,6 +77,7 @@ __all__ = [
     "RuntimeClosed",
     "RuntimeConfig",
     "RuntimeStats",
+    "SecretStore",
     "UnknownFunction",
     "WasmhiveError",
     "default_cache_dir",

@@ -60,6 +60,9 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: How long ``Runtime`` waits at close for guest calls in flight (seconds)
     #: before interrupting them.
     shutdown_grace: float = 1.0
+    #: A JSON or TOML file of secrets (``name = "value"``), added to those
+    #: from ``WASMHIVE_SECRET_<NAME>`` environment variables.
+    secrets_file: str | None = None
 
     def __post_init__(self) -> None:
         _positive("epoch_tick", self.epoch_tick)

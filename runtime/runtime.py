@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import httpx
 import msgspec
 import wasmtime
 
@@ -25,7 +26,7 @@ from wasmhive.actors.errors import (
     UnknownFunction,
     WasmhiveError,
 )
-from wasmhive.actors.host import KeyValueStore
+from wasmhive.actors.host import Fetcher, KeyValueStore
 from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
@@ -40,9 +41,11 @@ from .cache import CompileCache
 from .config import DeployOptions, RuntimeConfig
 from .deployment import Deployment, FunctionStats, Strategies
 from .engine import EpochTicker, build_engine
+from .fetch import FetchPolicy, HttpFetcher
 from .kv import MemoryKeyValueStore
 from .module import ModuleSource, read_module_source
 from .registry import ActorRegistry
+from .secrets import SecretStore
 from .spec import build_instance_spec
 
 __all__ = ["Runtime", "RuntimeStats"]
@@ -72,9 +75,21 @@ class Runtime:
     Closing it stops every actor and joins every thread it started.
     """
 
-    def __init__(self, config: RuntimeConfig | None = None, *, kv: KeyValueStore | None = None) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig | None = None,
+        *,
+        kv: KeyValueStore | None = None,
+        secrets: SecretStore | None = None,
+    ) -> None:
         self.config = config or RuntimeConfig()
         self.kv: KeyValueStore = kv if kv is not None else MemoryKeyValueStore()
+        if secrets is None:
+            secrets = SecretStore.from_env()
+            if self.config.secrets_file:
+                secrets = secrets.merged(SecretStore.from_file(self.config.secrets_file))
+        self.secrets = secrets
+        self._http: httpx.AsyncClient | None = None
         self.engine, fingerprint = build_engine(self.config)
         self.cache = CompileCache(
             self.engine, fingerprint, self.config.resolved_cache_dir() if self.config.cache_enabled else None
@@ -102,6 +117,8 @@ class Runtime:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._scheduler = LoopScheduler(self._task_group)
+        # One client for every guest fetch: connection pooling, no proxies from the environment.
+        self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._ticker.start()
         self._open = True
         return self
@@ -137,6 +154,9 @@ class Runtime:
                 await anyio.to_thread.run_sync(_join_all, started, 5.0)
         self._deployments.clear()
         self._ticker.stop()
+        if self._http is not None:
+            with anyio.CancelScope(shield=True):
+                await self._http.aclose()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
             await self._task_group.__aexit__(None, None, None)
@@ -160,6 +180,8 @@ class Runtime:
         breaker: BreakerPolicy | None = None,
         retry: RetryPolicy | None = None,
         bulkhead: BulkheadPolicy | None = None,
+        secrets: Sequence[str] = (),
+        fetch: FetchPolicy | None = None,
     ) -> FunctionStats:
         """Compile (or load from the cache), validate and start a function.
 
@@ -173,6 +195,8 @@ class Runtime:
         the pool scale between its ``min_size`` and ``max_size``.  ``breaker``,
         ``retry`` and ``bulkhead`` add those strategies around each call (see
         :mod:`wasmhive.runtime.deployment` for the order they wrap a call in).
+        ``secrets`` names the secrets the guest may read; ``fetch`` grants it
+        network access through ``http.fetch`` under that policy (thread mode only).
 
         Raises :class:`InvalidConfig`, :class:`InvalidModule` or
         :class:`AlreadyDeployed`; nothing else running is affected.
@@ -204,6 +228,13 @@ class Runtime:
         strategies = Strategies(
             pool=pool or PoolPolicy.fixed(options.instances), breaker=breaker, retry=retry, bulkhead=bulkhead
         )
+        if fetch is not None and options.mode == "inline":
+            raise InvalidConfig(
+                "a function that may fetch must run in thread mode: a fetch waits for the network, "
+                "which would block the event loop; deploy it with mode='thread'",
+                function=name,
+            )
+        granted = self.secrets.grant(secrets, name)
         if options.fuel is not None and not self.config.fuel:
             raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
         self._reserved.add(name)
@@ -217,6 +248,8 @@ class Runtime:
                 self.config,
                 engine=self.engine,
                 kv=self.kv,
+                secrets=granted,
+                fetch=self._fetcher(fetch),
             )
             self._check_open()
             assert self._bridge is not None and self._scheduler is not None
@@ -244,6 +277,12 @@ class Runtime:
             return deployment.stats()
         finally:
             self._reserved.discard(name)
+
+    def _fetcher(self, policy: FetchPolicy | None) -> Fetcher | None:
+        if policy is None:
+            return None
+        assert self._http is not None and self._bridge is not None
+        return HttpFetcher(policy, self._http, self._bridge).fetch
 
     def _compile(self, name: str, module: ModuleSource) -> tuple[wasmtime.Module, str]:
         wasm = read_module_source(name, module)

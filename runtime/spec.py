@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import wasmtime
 
 from wasmhive.actors.errors import InvalidModule
-from wasmhive.actors.host import HostServices, KeyValueStore, define_host_imports
+from wasmhive.actors.host import Fetcher, HostServices, KeyValueStore, define_host_imports
 from wasmhive.actors.instance import InstanceSpec
 
 from .config import DeployOptions, RuntimeConfig
@@ -22,6 +24,8 @@ def build_instance_spec(
     *,
     engine: wasmtime.Engine,
     kv: KeyValueStore,
+    secrets: Mapping[str, str] | None = None,
+    fetch: Fetcher | None = None,
 ) -> InstanceSpec:
     """Check ``module`` against ABI v1, link its imports, and fix its limits.
 
@@ -46,7 +50,7 @@ def build_instance_spec(
         function=name,
         engine=engine,
         instance_pre=pre,
-        services=HostServices(function=name, kv=kv),
+        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
         timeout=options.call_timeout,
         init_timeout=config.init_timeout,
         tick=config.epoch_tick,
