@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from .bridge import LoopBridge
+from .command import WasiCommand
 from .errors import (
     ActorCrashed,
     MailboxFull,
@@ -132,7 +133,8 @@ class Actor:
         """Instantiate the guest (synchronously; spawning is cheap).  Raises its typed error."""
         self._ticker.begin()
         try:
-            self._instance = WasmInstance.spawn(self._spec, self.ref.id)
+            factory = WasiCommand if self._spec.command else WasmInstance
+            self._instance = factory.spawn(self._spec, self.ref.id)
         finally:
             self._ticker.end()
         self.state = ActorState.IDLE

@@ -83,6 +83,8 @@ class InstanceSpec:
     has_initialize: bool
     has_init: bool
     max_payload_bytes: int
+    #: A WASI command (exports ``_start``): a fresh instance runs per call.
+    command: bool = False
     call_path: CallPath = "fast"
 
 
@@ -106,23 +108,13 @@ class WasmInstance:
         self._pending: WasmhiveError | None = None
         self._sink: ChunkSink | None = None
 
-        store = wasmtime.Store(spec.engine)
-        self._store = store
-        if spec.memory_limit is not None:
-            store.set_limits(memory_size=spec.memory_limit)
-        if spec.fuel_enabled:
-            store.set_fuel(_U64_MAX if spec.fuel is None else spec.fuel)
         self._killed = False
         self._where = "start-up"
         self._deadline = time.monotonic() + spec.init_timeout
-        if ffi.AVAILABLE:
-            ffi.set_epoch_deadline_callback(
-                ctypes.cast(store.ptr(), c_void_p).value, _ON_DEADLINE_ADDR, None, None
-            )
-        store.set_epoch_deadline(self._ticks_until(self._deadline))
-        if spec.uses_wasi:
-            store.set_wasi(self._wasi_config())
-        self._ctx: int = ctypes.cast(store._context(), c_void_p).value or 0
+        self._store: wasmtime.Store
+        self._ctx = 0
+        if not spec.command:
+            self._open_store(self._wasi_config() if spec.uses_wasi else None)
 
         # Raw argument arrays and trap slots, built once.  The nested ones are
         # for wh_alloc calls made from inside a host call.
@@ -180,6 +172,22 @@ class WasmInstance:
         finally:
             current.instance = previous
         return self
+
+    def _open_store(self, wasi: wasmtime.WasiConfig | None) -> None:
+        """A new Store with the deployment's limits, deadline and WASI context."""
+        spec = self.spec
+        store = wasmtime.Store(spec.engine)
+        if spec.memory_limit is not None:
+            store.set_limits(memory_size=spec.memory_limit)
+        if spec.fuel_enabled:
+            store.set_fuel(_U64_MAX if spec.fuel is None else spec.fuel)
+        if ffi.AVAILABLE:
+            ffi.set_epoch_deadline_callback(ctypes.cast(store.ptr(), c_void_p).value, _ON_DEADLINE_ADDR, None, None)
+        store.set_epoch_deadline(self._ticks_until(self._deadline))
+        if wasi is not None:
+            store.set_wasi(wasi)
+        self._store = store
+        self._ctx = ctypes.cast(store._context(), c_void_p).value or 0
 
     def _wasi_config(self) -> wasmtime.WasiConfig:
         config = wasmtime.WasiConfig()
@@ -439,6 +447,8 @@ class WasmInstance:
         if self._fault is not None:
             fault, self._fault = self._fault, None
             return fault
+        if isinstance(exc, wasmtime.ExitTrap):
+            return self._exited(exc.code, where)
         spec, fn = self.spec, self.function
         code = exc.trap_code if isinstance(exc, wasmtime.Trap) else None
         message = _cause(exc.message if isinstance(exc, wasmtime.Trap) else str(exc))
@@ -467,6 +477,12 @@ class WasmInstance:
             function=fn,
             trap_code=None if code is None else code.name.lower(),
             backtrace=frames,
+        )
+
+    def _exited(self, code: int, where: str) -> WasmhiveError:
+        """The guest called WASI ``proc_exit``: in the middle of a handler, a fault."""
+        return GuestTrap(
+            f"{where} called proc_exit({code})", function=self.function, trap_code="proc_exit", exit_code=code
         )
 
     def _memory_exhausted(self) -> bool:

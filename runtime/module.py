@@ -55,6 +55,8 @@ class ModuleInfo:
 
     host_imports: frozenset[str]
     uses_wasi: bool
+    #: A WASI command: exports ``_start`` (and not ``wh_handle``); runs once per call.
+    command: bool
     has_initialize: bool
     has_init: bool
     initial_memory: int
@@ -72,6 +74,8 @@ def _fmt(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
 def inspect_module(function: str, module: wasmtime.Module) -> ModuleInfo:
     """Check that ``module`` speaks ABI v1; raise :class:`InvalidModule` saying what to fix."""
     exports = {e.name: e.type for e in module.exports}
+    if "wh_handle" not in exports and "_start" in exports:
+        return _inspect_command(function, module, exports)
     memory = exports.get("memory")
     if not isinstance(memory, wasmtime.MemoryType):
         raise InvalidModule(
@@ -120,6 +124,29 @@ def inspect_module(function: str, module: wasmtime.Module) -> ModuleInfo:
         has_initialize=optional["_initialize"],
         has_init=optional["wh_init"],
         initial_memory=memory.limits.min * 65536,
+        command=False,
+    )
+
+
+def _inspect_command(function: str, module: wasmtime.Module, exports: dict[str, object]) -> ModuleInfo:
+    start = exports["_start"]
+    if not isinstance(start, wasmtime.FuncType) or _sig(start) != ((), ()):
+        raise InvalidModule("a WASI command's _start must be () -> ()", function=function)
+    for imp in module.imports:
+        if imp.module != abi.WASI_MODULE:
+            raise InvalidModule(
+                f"imports {imp.module}.{imp.name}; a WASI command (a module with _start) may import only "
+                f"from \"{abi.WASI_MODULE}\" (use ABI v1 exports to reach the wasmhive host calls)",
+                function=function,
+            )
+    memory = exports.get("memory")
+    return ModuleInfo(
+        host_imports=frozenset(),
+        uses_wasi=True,
+        has_initialize=False,
+        has_init=False,
+        initial_memory=memory.limits.min * 65536 if isinstance(memory, wasmtime.MemoryType) else 0,
+        command=True,
     )
 
 

@@ -61,5 +61,6 @@ def build_instance_spec(
         has_initialize=info.has_initialize,
         has_init=info.has_init,
         max_payload_bytes=config.max_payload_bytes,
+        command=info.command,
         call_path=config.call_path,
     )

@@ -232,3 +232,53 @@ ECHO_OR_TRAP = module(
          (then (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 0x21)) (then (unreachable)))))
        (call $pack (local.get $ptr) (local.get $len))"""
 )
+
+_WASI_IO = """
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))"""
+
+#: A WASI command: copies stdin to stdout, 4 KiB per read and write, then returns (exit 0).
+WASI_CAT = f"""(module {_WASI_IO}
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $n i32)
+    (loop $more
+      (i32.store (i32.const 0) (i32.const 1024))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $n (i32.load (i32.const 8)))
+      (if (i32.gt_u (local.get $n) (i32.const 0))
+        (then
+          (i32.store (i32.const 16) (i32.const 1024))
+          (i32.store (i32.const 20) (local.get $n))
+          (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
+          (br $more))))))"""
+
+#: A WASI command: writes "partial" to stdout and "something broke" to stderr, then exits with status 3.
+WASI_EXIT_3 = f"""(module {_WASI_IO}
+  (memory (export "memory") 1)
+  (data (i32.const 100) "partial")
+  (data (i32.const 200) "something broke\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 7))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 0) (i32.const 200)) (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 3))))"""
+
+#: A WASI command that counts its runs in a global: always prints "1" (each call is a fresh instance).
+WASI_FRESH = f"""(module {_WASI_IO}
+  (memory (export "memory") 1)
+  (global $runs (mut i32) (i32.const 48))
+  (func (export "_start")
+    (global.set $runs (i32.add (global.get $runs) (i32.const 1)))
+    (i32.store8 (i32.const 100) (global.get $runs))
+    (i32.store (i32.const 0) (i32.const 100)) (i32.store (i32.const 4) (i32.const 1))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 0))))"""
+
+#: A WASI command that never ends.
+WASI_SPIN = f"""(module {_WASI_IO}
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $forever (br $forever))))"""
