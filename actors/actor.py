@@ -33,6 +33,7 @@ from .errors import (
 )
 from .instance import ChunkSink, InstanceSpec, WasmInstance
 from .messages import (
+    RUNTIME_CLOSING,
     ActorRef,
     ActorState,
     Down,
@@ -175,7 +176,7 @@ class Actor:
         self._stop_reason = reason
         busy = self.state is ActorState.BUSY
         running = self._running
-        if reason.kind == "shutdown" and running is not None and isinstance(running.sink, ChunkPipe):
+        if reason == RUNTIME_CLOSING and running is not None and isinstance(running.sink, ChunkPipe):
             # Nobody will read the rest: a guest blocked on a full pipe must not hang the shutdown.
             running.sink.abandon()
         self.state = ActorState.STOPPING
@@ -285,7 +286,7 @@ class Actor:
         if self.alive:
             return
         reason = self.exit_reason or self._stop_reason or ExitReason("normal")
-        if reason.kind == "shutdown":
+        if reason == RUNTIME_CLOSING:
             raise RuntimeClosed("the runtime is closing", function=self.ref.function)
         raise ActorCrashed(
             f"actor {self.ref.id} is gone ({reason.kind}: {reason.message})",
@@ -412,7 +413,7 @@ class Actor:
         pending = list(self._mailbox)
         self._mailbox.clear()
         for envelope in pending:
-            if reason.kind == "shutdown":
+            if reason == RUNTIME_CLOSING:
                 error: WasmhiveError = RuntimeClosed(
                     "the runtime closed before this message was handled", function=self.ref.function
                 )

@@ -133,15 +133,15 @@ class RuntimeClosed(WasmhiveError):
 
 
 class Overloaded(WasmhiveError):
-    """The function's bulkhead is full: too many calls at once, and no slot freed in time."""
+    """Too much at once: the function's bulkhead is full, or no actor became available in time."""
 
 
 class CircuitOpen(WasmhiveError):
     """The function's circuit breaker is open: the call was not attempted.
 
-    ``retry_at`` is the monotonic time (``time.monotonic()`` / the runtime's
-    clock) at which the breaker will let a probe call through, or None if it
-    is forced open.
+    ``retry_at`` is the time on the runtime's clock (the event loop's,
+    ``anyio.current_time()``) at which the breaker will let a probe call
+    through, or None if it is forced open or its half-open probes are all busy.
     """
 
     @property

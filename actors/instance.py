@@ -126,7 +126,9 @@ class WasmInstance:
         self._nested_trap = c_void_p()
 
         #: Ticks to the first deadline check of a call (see _deadline_reached).
-        self._first_ticks = min(_CHECK_TICKS, self._ticks_for(spec.timeout))
+        self._first_ticks = self._ticks_for(spec.timeout)
+        if ffi.AVAILABLE:
+            self._first_ticks = min(_CHECK_TICKS, self._first_ticks)
         use_fast = spec.call_path == "fast" and ffi.AVAILABLE
         self._call_alloc: Callable[[int, bool], int] = self._alloc_fast if use_fast else self._alloc_public
         self._call_handle: Callable[[int, int], int] = self._handle_fast if use_fast else self._handle_public
@@ -287,7 +289,9 @@ class WasmInstance:
         return max(1, int(-(-seconds // self.spec.tick))) + 1
 
     def _ticks_until(self, deadline: float) -> int:
-        return min(_CHECK_TICKS, self._ticks_for(max(0.0, deadline - time.monotonic())))
+        ticks = self._ticks_for(max(0.0, deadline - time.monotonic()))
+        # With the deadline callback, check every few ticks (kill, grace); without it, arm it all.
+        return min(_CHECK_TICKS, ticks) if ffi.AVAILABLE else ticks
 
     def _deadline_reached(self, delta: Any, kind: Any) -> int | None:
         """The epoch deadline came (on the guest's thread): stop the guest or let it go on."""

@@ -15,6 +15,7 @@ import msgspec
 from .errors import ErrorInfo
 
 __all__ = [
+    "RUNTIME_CLOSING",
     "ActorRef",
     "ActorState",
     "Down",
@@ -81,6 +82,10 @@ class ExitReason(msgspec.Struct, frozen=True):
     def abnormal(self) -> bool:
         """True when the actor died of a fault rather than being stopped."""
         return self.kind not in ("normal", "shutdown")
+
+
+#: The reason every actor ends with when its runtime closes.
+RUNTIME_CLOSING = ExitReason("shutdown", "the runtime is closing")
 
 
 class Down(msgspec.Struct, frozen=True):

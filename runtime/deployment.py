@@ -24,7 +24,7 @@ import msgspec
 
 from wasmhive.actors.actor import Actor
 from wasmhive.actors.bridge import LoopBridge
-from wasmhive.actors.errors import CircuitOpen, MailboxFull, Overloaded, WasmhiveError
+from wasmhive.actors.errors import CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ExitReason
 from wasmhive.supervisors.autoscaler import PoolPolicy
@@ -125,6 +125,10 @@ class Deployment:
         # again after a backoff, and never given up on.
         self._pool_backoff = RestartBackoff(POOL_RESTART_BACKOFF, clock=scheduler.now)
         self.pool_restarts = 0
+        #: Counters of pools that gave up, so stats keep counting across pool restarts.
+        self._pool_totals = dict.fromkeys(
+            ("crashes", "scale_ups", "scale_downs", "cold_starts", "stash_rejections", "restarts"), 0
+        )
         self.pool = self._new_pool()
         self.breaker = CircuitBreaker(strategies.breaker, name, scheduler.now) if strategies.breaker else None
         self.bulkhead = Bulkhead(strategies.bulkhead, name) if strategies.bulkhead else None
@@ -138,6 +142,9 @@ class Deployment:
 
     def start(self) -> Deployment:
         """Start the pool's first actors.  Raises the typed error if the guest cannot start."""
+        if self.strategies.pool.min_size == 0:
+            # Nothing starts now: start one actor once, so a broken guest fails its deploy.
+            self._spawn().stop(ExitReason("normal", "start-up check"))
         self.pool.start()
         return self
 
@@ -169,6 +176,9 @@ class Deployment:
         if self._stopping:
             return
         self.pool_restarts += 1
+        old = self.pool
+        for counter in self._pool_totals:
+            self._pool_totals[counter] += getattr(old, counter)
         self.pool = self._new_pool()
         try:
             self.pool.start()
@@ -204,6 +214,7 @@ class Deployment:
             actor = pool.pick(key)
             if actor is not None:  # the common case: no strategies, a live actor
                 pool.in_flight += 1
+                pool.arrivals += 1
                 try:
                     return await actor.ask(payload)
                 except MailboxFull:
@@ -213,12 +224,8 @@ class Deployment:
                     pool.in_flight -= 1
         if self.bulkhead is None:
             return await self._with_retry(payload, key)
-        try:
-            async with self.bulkhead.slot():
-                return await self._with_retry(payload, key)
-        except Overloaded:
-            self.rejections += 1
-            raise
+        async with self.bulkhead.slot():
+            return await self._with_retry(payload, key)
 
     async def _with_retry(self, payload: bytes, key: str | None) -> bytes:
         if self.retry is None or self._budget is None:
@@ -245,12 +252,13 @@ class Deployment:
                 raise
         pool = self.pool
         pool.in_flight += 1
+        pool.arrivals += 1
         started = self._clock()
         try:
             actor = await pool.acquire(key)
             result = await actor.ask(payload)
         except WasmhiveError as exc:
-            if isinstance(exc, (MailboxFull, Overloaded)):
+            if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
             if breaker is not None:
                 breaker.record_failure(self._clock() - started, exc)
@@ -266,12 +274,18 @@ class Deployment:
         return result
 
     async def route(self, key: str | None = None) -> Actor:
-        """The actor a streaming call goes to (breaker and bulkhead do not apply to streams)."""
+        """The actor a streaming call goes to.
+
+        Streams go through the pool only: retry, breaker and bulkhead do not
+        apply (a stream cannot be replayed once chunks reached the caller).
+        """
+        self.pool.arrivals += 1
         return await self.pool.acquire(key)
 
     # --- observing ------------------------------------------------------------------------
 
     def stats(self) -> FunctionStats:
+        totals = self._pool_totals
         actors = self.pool.actors
         states: dict[str, int] = {}
         for actor in actors:
@@ -290,13 +304,16 @@ class Deployment:
             queued=sum(a.queued for a in actors),
             calls=self._calls_of_dead + sum(a.calls for a in actors),
             failures=self._failures_of_dead + sum(a.failures for a in actors),
-            crashes=self.pool.crashes,
-            restarts=self.pool.restarts,
+            crashes=totals["crashes"] + self.pool.crashes,
+            restarts=totals["restarts"] + self.pool.restarts,
             pool_restarts=self.pool_restarts,
-            scale_ups=self.pool.scale_ups,
-            scale_downs=self.pool.scale_downs,
-            cold_starts=self.pool.cold_starts,
+            scale_ups=totals["scale_ups"] + self.pool.scale_ups,
+            scale_downs=totals["scale_downs"] + self.pool.scale_downs,
+            cold_starts=totals["cold_starts"] + self.pool.cold_starts,
             breaker_state=self.breaker.state.name if self.breaker is not None else None,
             retries=self.retries,
-            rejections=self.rejections + self.pool.stash_rejections,
+            rejections=self.rejections
+            + totals["stash_rejections"]
+            + self.pool.stash_rejections
+            + (self.bulkhead.rejected if self.bulkhead is not None else 0),
         )

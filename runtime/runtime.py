@@ -27,7 +27,7 @@ from wasmhive.actors.errors import (
     WasmhiveError,
 )
 from wasmhive.actors.host import Fetcher, KeyValueStore
-from wasmhive.actors.messages import ActorRef, ActorState, Down, ExitReason
+from wasmhive.actors.messages import RUNTIME_CLOSING, ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
 from wasmhive.supervisors.autoscaler import PoolPolicy
@@ -139,7 +139,7 @@ class Runtime:
         self._closed = True
         actors = self._registry.live()
         for deployment in self._deployments.values():
-            deployment.stop(ExitReason("shutdown"))
+            deployment.stop(RUNTIME_CLOSING)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.config.shutdown_grace):
                 for actor in actors:

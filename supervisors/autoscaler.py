@@ -108,10 +108,10 @@ class Autoscaler:
     def panicking(self) -> bool:
         return self._panic_until is not None
 
-    def record(self, now: float, concurrency: float) -> None:
-        """One sample of calls in flight."""
+    def record(self, now: float, concurrency: float, busy: bool = False) -> None:
+        """One sample of calls in flight (``busy``: calls started since the last sample)."""
         self._samples.append((now, concurrency))
-        if concurrency > 0 or self._last_busy is None:
+        if concurrency > 0 or busy or self._last_busy is None:
             self._last_busy = now
         horizon = now - self.policy.stable_window
         while self._samples and self._samples[0][0] < horizon:

@@ -38,6 +38,9 @@ logger = logging.getLogger("wasmhive.supervisors")
 
 SCALED_DOWN = ExitReason("normal", "scaled down")
 
+#: Session-affinity keys remembered per pool; the oldest are forgotten beyond this.
+MAX_AFFINITY_KEYS = 100_000
+
 
 class Pool:
     """Between ``policy.min_size`` and ``policy.max_size`` actors of one function."""
@@ -56,6 +59,9 @@ class Pool:
         self.policy = policy
         #: Calls in progress: running, queued in a mailbox, or waiting in the stash.
         self.in_flight = 0
+        #: Calls started so far (the autoscaler sees a short call between two samples by it).
+        self.arrivals = 0
+        self._arrivals_seen = 0
         self.scale_ups = 0
         self.scale_downs = 0
         self.cold_starts = 0
@@ -86,11 +92,15 @@ class Pool:
     def start(self) -> Pool:
         """Start ``min_size`` actors and the autoscaler's sampling."""
         self._supervisor.start()
-        for _ in range(self.policy.min_size):
-            self._supervisor.start_child()
-        if self.policy.min_size != self.policy.max_size:
-            self._next_decision = self._scheduler.now() + self.policy.interval
-            self._timer = self._scheduler.call_later(self.policy.sample_interval, self._sample)
+        try:
+            for _ in range(self.policy.min_size):
+                self._supervisor.start_child()
+        except BaseException:
+            self._supervisor.kill()
+            raise
+        # Fixed pools sample too (utilization in stats) but never decide.
+        self._next_decision = self._scheduler.now() + self.policy.interval
+        self._timer = self._scheduler.call_later(self.policy.sample_interval, self._sample)
         return self
 
     @property
@@ -147,6 +157,9 @@ class Pool:
             if actor.alive and (best is None or actor.queued < best.queued):
                 best = actor
         if key is not None and best is not None:
+            if len(self._affinity) >= MAX_AFFINITY_KEYS:  # forget the oldest key
+                oldest = next(iter(self._affinity))
+                self._keys_of.get(self._affinity.pop(oldest).ref.id, set()).discard(oldest)
             self._affinity[key] = best
             self._keys_of.setdefault(best.ref.id, set()).add(key)
         return best
@@ -236,7 +249,12 @@ class Pool:
             return
         now = self._scheduler.now()
         autoscaler = self._autoscaler
-        autoscaler.record(now, self.in_flight)
+        arrived = self.arrivals != self._arrivals_seen
+        self._arrivals_seen = self.arrivals
+        autoscaler.record(now, self.in_flight, busy=arrived)
+        self._timer = self._scheduler.call_later(self.policy.sample_interval, self._sample)
+        if self.policy.min_size == self.policy.max_size:
+            return
         size = self.size
         burst = autoscaler.panic_check(now, size)
         if burst is not None:
@@ -244,7 +262,6 @@ class Pool:
         elif now >= self._next_decision:
             self._next_decision = now + self.policy.interval
             self.scale_to(autoscaler.decide(now, size))
-        self._timer = self._scheduler.call_later(self.policy.sample_interval, self._sample)
 
     def scale_to(self, wanted: int) -> None:
         """Grow or shrink toward ``wanted`` actors now (only idle actors are removed)."""

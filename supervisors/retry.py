@@ -6,8 +6,9 @@ Rules, in the order :func:`run_with_retry` applies them to a failed attempt:
    the actor crashed (:class:`~wasmhive.actors.errors.ActorCrashed` and the
    :class:`~wasmhive.actors.errors.GuestFault` family, which includes
    :class:`~wasmhive.actors.errors.CallTimeout`), its mailbox was full
-   (:class:`~wasmhive.actors.errors.MailboxFull`) or its bulkhead was
-   (:class:`~wasmhive.actors.errors.Overloaded`).  A
+   (:class:`~wasmhive.actors.errors.MailboxFull`) or no actor was available
+   in time (:class:`~wasmhive.actors.errors.Overloaded` from the pool; a
+   bulkhead's ``Overloaded`` happens before retry and is not retried).  A
    :class:`~wasmhive.actors.errors.GuestError` (the guest's own answer), a
    :class:`~wasmhive.actors.errors.CircuitOpen` (never retry while the breaker
    is open), a :class:`~wasmhive.actors.errors.RuntimeClosed` and any other

@@ -138,6 +138,8 @@ class Supervisor:
         self.exit_reason: ExitReason | None = None
         self._scheduler = scheduler
         self._children: list[_Child] = []
+        #: Forget children that end for good (a dynamic supervisor's do not come back).
+        self._forget_finished = False
         self._restart_times: list[float] = []
         self._rng = random.Random()  # shared by the children's backoffs
         self._state = _State()
@@ -246,7 +248,7 @@ class Supervisor:
         self.events.publish(ChildExited(self.name, child.spec.id, reason, self._scheduler.now()))
         restart = child.spec.restart
         if restart == "temporary" or (restart == "transient" and not reason.abnormal):
-            if restart == "temporary":
+            if restart == "temporary" or self._forget_finished:
                 self._children.remove(child)
             return
         if not self._count_restart():
@@ -271,7 +273,7 @@ class Supervisor:
         """Record one restart; False (after giving up) if that exceeds the intensity."""
         now = self._scheduler.now()
         policy = self.policy
-        self._restart_times = [t for t in self._restart_times if now - t < policy.period]
+        self._restart_times = [t for t in self._restart_times if now - t <= policy.period]
         self._restart_times.append(now)
         if len(self._restart_times) <= policy.max_restarts:
             return True
@@ -298,7 +300,7 @@ class Supervisor:
             return
         try:
             self._start(child)
-        except WasmhiveError as exc:
+        except Exception as exc:
             # A failed restart counts like another exit of the child.
             logger.warning("supervisor %s: restarting %s failed: %s", self.name, child.spec.id, exc)
             self.events.publish(
@@ -360,6 +362,7 @@ class DynamicSupervisor(Supervisor):
         super().__init__(name, [], policy, scheduler=scheduler, events=events)
         self._template = spec
         self._ids = itertools.count(1)
+        self._forget_finished = True
 
     def start_child(self) -> tuple[str, Supervisable]:
         """Start one more child from the shared spec; returns its id and process."""

@@ -108,7 +108,7 @@ class Model:
             return
         if kind == "transient" and not abnormal:
             return
-        self.times = [t for t in self.times if now - t < self.period] + [now]
+        self.times = [t for t in self.times if now - t <= self.period] + [now]
         if len(self.times) > self.max_restarts:
             self.gave_up = True
             self.running = [False] * len(self.running)
