@@ -14,6 +14,8 @@ from wasmhive.runtime import (
     ActorKilled,
     CircuitOpen,
     GuestTrap,
+    InvalidModule,
+    MailboxFull,
     Overloaded,
     Runtime,
     RuntimeConfig,
@@ -238,3 +240,30 @@ async def test_a_pool_that_gives_up_is_started_again_by_the_runtime(
         await eventually(lambda: rt.stats().functions["t"].pool_restarts == 1, limit=120, step=0.1)
         await settled(rt, "t")
         assert await rt.invoke("t", b"back") == b"back"
+
+
+async def test_a_broken_guest_fails_its_deploy_even_when_the_pool_starts_empty(rt: Runtime) -> None:
+    never_ready = guests.module("(call $pack (local.get $ptr) (local.get $len))", extra='(func (export "wh_init") unreachable)')
+    with pytest.raises(InvalidModule, match="GuestTrap"):
+        await rt.deploy("broken", never_ready.encode(), pool=PoolPolicy(min_size=0, max_size=2))
+    assert rt.functions() == []
+
+
+async def test_a_refused_call_counts_as_one_rejection(config: RuntimeConfig) -> None:
+    async with Runtime(config) as rt:
+        await rt.deploy(
+            "g", guests.GATED.encode(), instances=1, mailbox_size=0, overflow="reject",
+            bulkhead=BulkheadPolicy(max_concurrent=5),
+        )
+        done: list[object] = []
+
+        async def call() -> None:
+            done.append(await rt.invoke("g", b"?wait"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await eventually(lambda: rt.stats().functions["g"].states.get("busy") == 1)
+            with pytest.raises(MailboxFull):
+                await rt.invoke("g", b"x")
+            assert rt.stats().functions["g"].rejections == 1
+            await release_all(rt, "g", done, 1)
