@@ -339,10 +339,12 @@ class Runtime:
         if len(payload) > self._max_payload:
             raise self._too_large(name, payload)
         assert self._bridge is not None
-        actor = await deployment.route(key)
+        pool = deployment.pool
         pipe = ChunkPipe(self._bridge)
-        envelope = await actor.submit(payload, pipe)
+        pool.in_flight += 1  # the autoscaler sees streams as load, until the stream is done
         try:
+            actor = await deployment.route(key)
+            envelope = await actor.submit(payload, pipe)
             error: WasmhiveError | None = None
             reply = b""
             if actor.policy.mode == "inline":
@@ -359,6 +361,7 @@ class Runtime:
             if reply:
                 yield reply
         finally:
+            pool.in_flight -= 1
             pipe.abandon()
 
     async def ask(self, ref: ActorRef, payload: bytes) -> bytes:
