@@ -135,6 +135,10 @@ class Actor:
         self._ticker.begin()
         try:
             factory = WasiCommand if self._spec.command else WasmInstance
+            if self._spec.js_source is not None:  # JS actors (actors/js.py)
+                from .js import JsInstance
+
+                factory = JsInstance
             self._instance = factory.spawn(self._spec, self.ref.id)
         finally:
             self._ticker.end()

@@ -30,6 +30,8 @@ class LoopBridge:
     ) -> None:
         self._schedule = schedule
         self._run_blocking = run_blocking
+        #: The loop's clock (seconds), the backend's own function: cheaper than anyio.current_time().
+        self.clock: Callable[[], float] = trio.current_time if library == "trio" else asyncio.get_running_loop().time
         #: Raises the backend's cancellation if the current task is cancelled, without yielding.
         self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
             trio.lowlevel.checkpoint_if_cancelled if library == "trio" else anyio.lowlevel.checkpoint_if_cancelled

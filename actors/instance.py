@@ -86,6 +86,9 @@ class InstanceSpec:
     #: A WASI command (exports ``_start``): a fresh instance runs per call.
     command: bool = False
     call_path: CallPath = "fast"
+    # --- JS actors (actors/js.py) ---
+    #: The user's JavaScript source: instances run it on QuickJS (see docs/js.md).
+    js_source: str | None = None
 
 
 class WasmInstance:

@@ -222,22 +222,35 @@ class Deployment:
                     raise
                 finally:
                     pool.in_flight -= 1
-        if self.bulkhead is None:
+        bulkhead = self.bulkhead
+        if bulkhead is None:
             return await self._with_retry(payload, key)
-        async with self.bulkhead.slot():
+        await bulkhead.acquire()
+        try:
             return await self._with_retry(payload, key)
+        finally:
+            bulkhead.release()
 
     async def _with_retry(self, payload: bytes, key: str | None) -> bytes:
-        if self.retry is None or self._budget is None:
+        budget = self._budget
+        if self.retry is None or budget is None:
             return await self._attempt(0, payload, key)
-        deadline = anyio.current_effective_deadline()
-        return await run_with_retry(
-            lambda attempt: self._attempt(attempt, payload, key),
-            self.retry,
-            self._budget,
-            deadline=None if math.isinf(deadline) else deadline,
-            on_retry=self._count_retry,
-        )
+        try:
+            result = await self._attempt(0, payload, key)
+        except Exception as first:
+            # Only now pay for the retry machinery.
+            deadline = anyio.current_effective_deadline()
+            return await run_with_retry(
+                lambda attempt: self._attempt(attempt, payload, key),
+                self.retry,
+                budget,
+                deadline=None if math.isinf(deadline) else deadline,
+                clock=self._clock,
+                on_retry=self._count_retry,
+                first_failure=first,
+            )
+        budget.record_success()
+        return result
 
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def inspect_module(function: str, module: wasmtime.Module) -> ModuleInfo:
     )
 
 
-def _inspect_command(function: str, module: wasmtime.Module, exports: dict[str, object]) -> ModuleInfo:
+def _inspect_command(function: str, module: wasmtime.Module, exports: Mapping[str, object]) -> ModuleInfo:
     start = exports["_start"]
     if not isinstance(start, wasmtime.FuncType) or _sig(start) != ((), ()):
         raise InvalidModule("a WASI command's _start must be () -> ()", function=function)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -116,7 +118,7 @@ class Runtime:
         # Restart backoff and scaling timers run as tasks of this group.
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._scheduler = LoopScheduler(self._task_group)
+        self._scheduler = LoopScheduler(self._task_group, clock=self._bridge.clock)
         # One client for every guest fetch: connection pooling, no proxies from the environment.
         self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._ticker.start()
@@ -182,6 +184,7 @@ class Runtime:
         bulkhead: BulkheadPolicy | None = None,
         secrets: Sequence[str] = (),
         fetch: FetchPolicy | None = None,
+        kind: str | None = None,
     ) -> FunctionStats:
         """Compile (or load from the cache), validate and start a function.
 
@@ -197,6 +200,8 @@ class Runtime:
         :mod:`wasmhive.runtime.deployment` for the order they wrap a call in).
         ``secrets`` names the secrets the guest may read; ``fetch`` grants it
         network access through ``http.fetch`` under that policy (thread mode only).
+        ``kind="js"`` (or a path ending in ``.js``) deploys JavaScript source run
+        on QuickJS-NG instead of a wasm module (see docs/js.md).
 
         Raises :class:`InvalidConfig`, :class:`InvalidModule` or
         :class:`AlreadyDeployed`; nothing else running is affected.
@@ -240,17 +245,35 @@ class Runtime:
         self._reserved.add(name)
         try:
             # Reading and compiling can take a while (seconds for big modules): off the loop.
-            compiled, digest = await anyio.to_thread.run_sync(self._compile, name, module)
-            spec = build_instance_spec(
-                name,
-                compiled,
-                options,
-                self.config,
-                engine=self.engine,
-                kv=self.kv,
-                secrets=granted,
-                fetch=self._fetcher(fetch),
-            )
+            # --- JS actors (actors/js.py): kind="js" or a path ending in .js ---
+            if _is_js(module, kind):
+                from wasmhive.actors.js import build_js_spec, js_runtime_path
+
+                source = _read_js(name, module)
+                compiled, digest = await anyio.to_thread.run_sync(self._compile, name, js_runtime_path())
+                spec = build_js_spec(
+                    name,
+                    source,
+                    compiled,
+                    options,
+                    self.config,
+                    engine=self.engine,
+                    kv=self.kv,
+                    secrets=granted,
+                    fetch=self._fetcher(fetch),
+                )
+            else:  # --- end JS ---
+                compiled, digest = await anyio.to_thread.run_sync(self._compile, name, module)
+                spec = build_instance_spec(
+                    name,
+                    compiled,
+                    options,
+                    self.config,
+                    engine=self.engine,
+                    kv=self.kv,
+                    secrets=granted,
+                    fetch=self._fetcher(fetch),
+                )
             self._check_open()
             assert self._bridge is not None and self._scheduler is not None
             deployment = Deployment(
@@ -270,6 +293,8 @@ class Runtime:
                 deployment.start()
             except WasmhiveError as exc:
                 deployment.stop(ExitReason("shutdown"))
+                if isinstance(exc, InvalidModule):  # JS: a syntax error, with line and column
+                    raise InvalidModule(exc.message, function=name, **exc.details) from None
                 raise InvalidModule(
                     f"the module failed to start: {type(exc).__name__}: {exc.message}", function=name
                 ) from None
@@ -454,3 +479,29 @@ def _as_bytes(payload: Any) -> bytes:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- JS actors (actors/js.py) ---
+def _is_js(module: ModuleSource, kind: str | None) -> bool:
+    if kind is not None and kind not in ("js", "wasm"):
+        raise InvalidConfig(f"kind must be 'js' or 'wasm', not {kind!r}")
+    if kind == "js":
+        return True
+    return kind is None and isinstance(module, (str, os.PathLike)) and str(module).endswith(".js")
+
+
+def _read_js(name: str, module: ModuleSource) -> str:
+    """JS source: read from a path (a PathLike, or a one-line str ending in .js), else the text itself."""
+    try:
+        if isinstance(module, os.PathLike) or (
+            isinstance(module, str) and "\n" not in module and module.endswith(".js")
+        ):
+            return Path(module).read_text(encoding="utf-8")
+        if isinstance(module, str):
+            return module
+        return bytes(module).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidModule(f"cannot read JavaScript source: {exc}", function=name) from None
+
+
+# --- end JS ---

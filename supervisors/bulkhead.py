@@ -72,19 +72,19 @@ class Bulkhead:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the body of an ``async with``; raises ``Overloaded`` if none frees in time."""
-        await self._acquire()
+        await self.acquire()
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self) -> None:
+    async def acquire(self) -> None:
+        """Take a slot (pair it with :meth:`release`).  A free slot is taken without yielding."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         # A freed slot goes to the line first, so a non-empty line means no free slot;
         # the second test only makes the FIFO rule explicit.
         if self._in_flight < self.policy.max_concurrent and not self._line:
             self._in_flight += 1
-            await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         if self.policy.max_wait <= 0:
             raise self._reject()
@@ -103,11 +103,11 @@ class Bulkhead:
     def _leave_line(self, granted: anyio.Event) -> None:
         """A waiter gives up: pass on the slot it was handed, or just leave the line."""
         if granted.is_set():
-            self._release()
+            self.release()
         else:
             self._line.remove(granted)
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """Free a slot: hand it to the first waiter, or count it free."""
         if self._line:
             self._line.popleft().set()

@@ -215,6 +215,7 @@ async def run_with_retry(
     sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
     rng: random.Random | None = None,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
+    first_failure: Exception | None = None,
 ) -> T:
     """Await ``attempt(n)`` for ``n = 0, 1, ...`` until it succeeds or a rule says stop.
 
@@ -234,28 +235,36 @@ async def run_with_retry(
     each wait.  A success gives the budget back ``token_ratio``; a matching
     failure takes a token.  Exceptions that are not ``Exception`` subclasses
     (cancellation) propagate untouched.
+
+    ``first_failure`` says attempt 0 has already run and failed with that
+    error (callers run the first attempt themselves on their fast path, and
+    come here only after a failure).
     """
     previous_delay: float | None = None
     number = 0
     while True:
-        try:
-            result = await attempt(number)
-        except Exception as error:
-            if not policy.matches(error):
-                raise
-            budget.record_failure()
-            if not is_retryable(error, policy) or number + 1 >= policy.max_attempts or not budget.retry_allowed:
-                raise
-            delay = retry_delay(
-                number, base=policy.base, cap=policy.cap, jitter=policy.jitter, previous=previous_delay, rng=rng
-            )
-            if deadline is not None and not clock() + delay < deadline:
-                raise
-            if on_retry is not None:
-                on_retry(number + 1, error, delay)
+        if first_failure is not None:
+            error, first_failure = first_failure, None
         else:
-            budget.record_success()
-            return result
+            try:
+                result = await attempt(number)
+            except Exception as exc:
+                error = exc
+            else:
+                budget.record_success()
+                return result
+        if not policy.matches(error):
+            raise error
+        budget.record_failure()
+        if not is_retryable(error, policy) or number + 1 >= policy.max_attempts or not budget.retry_allowed:
+            raise error
+        delay = retry_delay(
+            number, base=policy.base, cap=policy.cap, jitter=policy.jitter, previous=previous_delay, rng=rng
+        )
+        if deadline is not None and not clock() + delay < deadline:
+            raise error
+        if on_retry is not None:
+            on_retry(number + 1, error, delay)
         await sleep(delay)
         previous_delay = delay
         number += 1

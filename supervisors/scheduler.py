@@ -29,11 +29,10 @@ class LoopScheduler:
     Under trio's ``MockClock`` the delays are virtual, which keeps tests fast.
     """
 
-    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+    def __init__(self, task_group: anyio.abc.TaskGroup, clock: Callable[[], float] = anyio.current_time) -> None:
         self._task_group = task_group
-
-    def now(self) -> float:
-        return anyio.current_time()
+        #: The loop's clock (pass the backend's own function: it is on the hot path).
+        self.now = clock
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _Scope:
         handle = _Scope()
