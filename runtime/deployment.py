@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import anyio
@@ -223,34 +224,27 @@ class Deployment:
                 finally:
                     pool.in_flight -= 1
         bulkhead = self.bulkhead
-        if bulkhead is None:
-            return await self._with_retry(payload, key)
-        await bulkhead.acquire()
+        if bulkhead is not None and not bulkhead.try_acquire():
+            await bulkhead.acquire()
         try:
-            return await self._with_retry(payload, key)
-        finally:
-            bulkhead.release()
-
-    async def _with_retry(self, payload: bytes, key: str | None) -> bytes:
-        budget = self._budget
-        if self.retry is None or budget is None:
+            # The first attempt runs here; the retry machinery costs only after a failure.
             return await self._attempt(0, payload, key)
-        try:
-            result = await self._attempt(0, payload, key)
         except Exception as first:
-            # Only now pay for the retry machinery.
+            if self.retry is None or self._budget is None:
+                raise
             deadline = anyio.current_effective_deadline()
             return await run_with_retry(
                 lambda attempt: self._attempt(attempt, payload, key),
                 self.retry,
-                budget,
+                self._budget,
                 deadline=None if math.isinf(deadline) else deadline,
                 clock=self._clock,
                 on_retry=self._count_retry,
                 first_failure=first,
             )
-        budget.record_success()
-        return result
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
 
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1
@@ -266,15 +260,15 @@ class Deployment:
         pool = self.pool
         pool.in_flight += 1
         pool.arrivals += 1
-        started = self._clock()
+        started = time.perf_counter()  # (a duration: any clock will do, this one is cheap)
         try:
-            actor = await pool.acquire(key)
+            actor = pool.pick(key) or await pool.acquire(key)
             result = await actor.ask(payload)
         except WasmhiveError as exc:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
             if breaker is not None:
-                breaker.record_failure(self._clock() - started, exc)
+                breaker.record_failure(time.perf_counter() - started, exc)
             raise
         except BaseException:
             if breaker is not None:
@@ -283,7 +277,9 @@ class Deployment:
         finally:
             pool.in_flight -= 1
         if breaker is not None:
-            breaker.record_success(self._clock() - started)
+            breaker.record_success(time.perf_counter() - started)
+        if attempt == 0 and self._budget is not None:
+            self._budget.record_success()  # (run_with_retry counts the later attempts)
         return result
 
     async def route(self, key: str | None = None) -> Actor:

@@ -313,6 +313,8 @@ class CircuitBreaker:
         half-opens the breaker and takes a probe permit.  HALF_OPEN lets only
         ``half_open_permits`` probes run at once.  FORCED_OPEN refuses all.
         """
+        if self._state is BreakerState.CLOSED:
+            return  # the common case; no time-based rule applies when closed
         now = self._clock()
         self._expire_half_open(now)
         state = self._state
@@ -332,6 +334,11 @@ class CircuitBreaker:
 
     def record_success(self, duration: float) -> None:
         """Report that an acquired call succeeded after ``duration`` seconds."""
+        if self._state is BreakerState.CLOSED and self._policy.mode == "consecutive":
+            # The common case, on every call: a success only resets the streak (no clock needed).
+            self._window.add(False, duration >= self._policy.slow_call_duration, 0.0)
+            self._consecutive_failures = 0
+            return
         self._record(failed=False, duration=duration)
 
     def record_failure(self, duration: float, error: BaseException) -> None:

@@ -72,20 +72,33 @@ class Bulkhead:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot for the body of an ``async with``; raises ``Overloaded`` if none frees in time."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
         await self.acquire()
         try:
             yield
         finally:
             self.release()
 
+    def try_acquire(self) -> bool:
+        """Take a free slot now if there is one (pair it with :meth:`release`)."""
+        if self._in_flight < self.policy.max_concurrent and not self._line:
+            self._in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
-        """Take a slot (pair it with :meth:`release`).  A free slot is taken without yielding."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        """Take a slot (pair it with :meth:`release`).
+
+        A free slot is taken at once, without yielding or a cancellation check
+        (nothing waited; the call that follows checks).  Otherwise the caller
+        waits in line up to ``max_wait``.
+        """
         # A freed slot goes to the line first, so a non-empty line means no free slot;
         # the second test only makes the FIFO rule explicit.
         if self._in_flight < self.policy.max_concurrent and not self._line:
             self._in_flight += 1
             return
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if self.policy.max_wait <= 0:
             raise self._reject()
         granted = anyio.Event()
