@@ -20,6 +20,7 @@ LOCAL = FetchPolicy(allow_networks=("127.0.0.0/8",))
 
 
 class Handler(BaseHTTPRequestHandler):
+    requests = 0  # requests served, over the module
     def log_message(self, *args: Any) -> None:  # keep test output quiet
         pass
 
@@ -28,9 +29,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"hello " + self.headers.get("Host", "").encode())
         elif self.path == "/big":
             self._send(200, b"x" * 200_000)
-        elif self.path == "/redirect":
+        elif self.path in ("/redirect", "/redirect-to-metadata"):
             self.send_response(302)
-            self.send_header("Location", "/hello")
+            location = "/hello" if self.path == "/redirect" else "http://169.254.169.254/latest/meta-data/"
+            self.send_header("Location", location)
             self.send_header("Content-Length", "0")
             self.end_headers()
         elif self.path == "/slow":
@@ -47,6 +49,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         else:
             self._send(404, b"no")
+        Handler.requests += 1
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -175,3 +178,41 @@ async def test_fetch_works_under_asyncio_too(config: RuntimeConfig, server: str)
             return int((await fetch(rt, "f", url=f"http://{server}/hello"))["value"]["status"])
 
     assert await anyio.to_thread.run_sync(lambda: anyio.run(main, backend="asyncio")) == 200
+
+
+async def test_a_redirect_cannot_lead_to_a_forbidden_address(rt: Runtime, server: str) -> None:
+    await rt.deploy("f", guests.HOST_PROXY.encode(), fetch=LOCAL)
+    result = await fetch(rt, "f", url=f"http://{server}/redirect-to-metadata")
+    assert result["value"]["status"] == 302  # not followed by the host
+    location = result["value"]["headers"]["location"]
+    followed = await fetch(rt, "f", url=location)  # following it is a new fetch, checked again
+    assert followed["error"]["code"] == "fetch_refused"
+
+
+async def test_dns_rebinding_cannot_swap_the_checked_address(
+    rt: Runtime, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name is checked once and the request goes to the checked address.
+
+    "rebind.test" first resolves to 127.0.0.2 (allow-listed, nothing listens
+    there), then to 127.0.0.1, where the test server is.  A fetcher that
+    resolved the name again to connect would reach the server.
+    """
+    import socket
+
+    answers = iter(["127.0.0.2"] + ["127.0.0.1"] * 10)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def rebinding_getaddrinfo(host: Any, port: Any, *args: Any, **kw: Any) -> list[Any]:
+        if host not in ("rebind.test", b"rebind.test"):
+            return real_getaddrinfo(host, port, *args, **kw)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), int(port)))]
+
+    # Every resolver in the process (ours, trio's, asyncio's, httpx's) ends here.
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_getaddrinfo)
+    port = int(server.rsplit(":", 1)[1])
+    await rt.deploy("f", guests.HOST_PROXY.encode(), fetch=FetchPolicy(allow_networks=("127.0.0.2/32",)))
+    served_before = Handler.requests
+    result = await fetch(rt, "f", url=f"http://rebind.test:{port}/hello")
+    assert result["ok"] is False and result["error"]["code"] == "fetch_failed", result
+    assert Handler.requests == served_before  # the server on 127.0.0.1 was never reached
