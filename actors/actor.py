@@ -228,6 +228,7 @@ class Actor:
                 await self._bridge.checkpoint_if_cancelled()
                 outcome = self._run_inline(message, collector)
             else:
+                await self._bridge.checkpoint_if_cancelled()  # never start work for a cancelled caller
                 outcome = await self._wait(self._run_on_thread(Envelope(message, collector)))
         else:
             outcome = await self._wait(await self._enqueue(message, collector))
@@ -249,6 +250,10 @@ class Actor:
         if self.state is ActorState.IDLE and not self._mailbox and not self._inline:
             return self._run_on_thread(Envelope(message, pipe))
         return await self._enqueue(message, pipe)
+
+    def forget(self, envelope: Envelope) -> None:
+        """The sender no longer wants a submitted message: drop it if it has not started."""
+        self._abandon(envelope)
 
     async def outcome(self, envelope: Envelope) -> bytes:
         """Wait for a submitted message; return its reply or raise its typed error."""
@@ -366,7 +371,8 @@ class Actor:
             return Failed(error.to_info()), ExitReason("internal", str(error))
 
     def _run_inline(self, message: Invoke, sink: ChunkSink | None) -> Outcome:
-        self.state = ActorState.BUSY
+        if self.state is not ActorState.STOPPING:  # a stop() after the turn was granted must stick
+            self.state = ActorState.BUSY
         self._ticker.begin()
         outcome, crash = self._execute(message, sink)
         self._finish(crash, outcome)

@@ -52,6 +52,7 @@ class WasiCommand(WasmInstance):
         stderr = bytearray()
         self._sink = sink
         self._pending = None
+        self._emitted = 0
         self._where = "_start"
         self._deadline = time.monotonic() + spec.timeout
         self._open_store(self._command_config(payload, stderr))

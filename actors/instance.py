@@ -85,6 +85,10 @@ class InstanceSpec:
     max_payload_bytes: int
     #: A WASI command (exports ``_start``): a fresh instance runs per call.
     command: bool = False
+    #: Total bytes one call may emit as stream chunks (further chunks are dropped).
+    max_stream_bytes: int = 64 * 1024 * 1024
+    #: Largest table (elements) a guest may have; tables are host memory too.
+    max_table_elements: int = 100_000
     call_path: CallPath = "fast"
     # --- JS actors (actors/js.py) ---
     #: The user's JavaScript source: instances run it on QuickJS (see docs/js.md).
@@ -110,6 +114,7 @@ class WasmInstance:
         #: A non-fatal error the running call will raise when it returns.
         self._pending: WasmhiveError | None = None
         self._sink: ChunkSink | None = None
+        self._emitted = 0
 
         self._killed = False
         self._where = "start-up"
@@ -182,8 +187,15 @@ class WasmInstance:
         """A new Store with the deployment's limits, deadline and WASI context."""
         spec = self.spec
         store = wasmtime.Store(spec.engine)
-        if spec.memory_limit is not None:
-            store.set_limits(memory_size=spec.memory_limit)
+        # One memory, a few bounded tables, one instance: everything a guest can
+        # allocate in the host is capped, not only its linear memory.
+        store.set_limits(
+            memory_size=-1 if spec.memory_limit is None else spec.memory_limit,
+            table_elements=spec.max_table_elements,
+            instances=1,
+            tables=8,
+            memories=1,
+        )
         if spec.fuel_enabled:
             store.set_fuel(_U64_MAX if spec.fuel is None else spec.fuel)
         if ffi.AVAILABLE:
@@ -242,6 +254,7 @@ class WasmInstance:
                 self._store.set_fuel(spec.fuel)
         self._sink = sink
         self._pending = None
+        self._emitted = 0
         previous = current.instance
         current.instance = self
         try:
@@ -278,6 +291,15 @@ class WasmInstance:
         must then be dropped.
         """
         self._killed = True
+
+    def check_deadline(self) -> None:
+        """From host code the guest waits in: raise the call's fault if it is killed or out of time."""
+        if self._killed:
+            raise ActorKilled(f"{self._where} was killed", function=self.function)
+        if time.monotonic() >= self._deadline:
+            timeout = self.spec.timeout if self._where == "wh_handle" else self.spec.init_timeout
+            message = f"{self._where} ran past the timeout of {timeout:g}s"
+            raise CallTimeout(message, function=self.function, timeout=timeout)
 
     @property
     def deadline(self) -> float:
@@ -319,6 +341,7 @@ class WasmInstance:
         :class:`PayloadTooLarge` (the actor lives on).
         """
         limit = self.spec.max_payload_bytes
+        self._emitted += len(data)
         if len(data) > limit:
             if self._pending is None:
                 self._pending = PayloadTooLarge(
@@ -326,6 +349,15 @@ class WasmInstance:
                     function=self.function,
                     size=len(data),
                     limit=limit,
+                )
+        elif self._emitted > self.spec.max_stream_bytes:
+            # The rest of the call's output is dropped: the host's memory stays bounded.
+            if self._pending is None:
+                self._pending = PayloadTooLarge(
+                    f"the call emitted more than max_stream_bytes={self.spec.max_stream_bytes}",
+                    function=self.function,
+                    size=self._emitted,
+                    limit=self.spec.max_stream_bytes,
                 )
         elif self._sink is not None:
             self._sink.emit(data)

@@ -115,6 +115,8 @@ def build_js_spec(
         has_initialize=True,
         has_init=False,
         max_payload_bytes=config.max_payload_bytes,
+        max_stream_bytes=config.max_stream_bytes,
+        max_table_elements=config.max_table_elements,
         call_path="public",
         js_source=source,
     )
@@ -403,6 +405,7 @@ class JsInstance(WasmInstance):
             raise GuestTrap("the JavaScript engine is not running", function=self.function)
         self._sink = sink
         self._pending = None
+        self._emitted = 0
         line = b'{"b64":"' + base64.b64encode(payload) + b'"}\n'
         with self._cond:
             self._request_deadline = time.monotonic() + spec.timeout

@@ -8,6 +8,10 @@ from collections import deque
 import anyio
 
 from .bridge import LoopBridge
+from .host import current
+
+#: How often a producer blocked on a full pipe looks at its call's deadline (seconds).
+_WAIT_SLICE = 0.01
 
 __all__ = ["ChunkCollector", "ChunkPipe"]
 
@@ -51,7 +55,11 @@ class ChunkPipe:
         with self._lock:
             if not on_loop:
                 while self._buffered >= self._high_water and not self._abandoned:
-                    self._space.wait()
+                    # The guest waits here, not in wasm: keep its deadline and kill in force.
+                    instance = current.instance
+                    if instance is not None:
+                        instance.check_deadline()
+                    self._space.wait(_WAIT_SLICE)
             if self._abandoned:
                 return
             self._chunks.append(data)

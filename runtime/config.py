@@ -41,6 +41,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     epoch_tick: float = 0.001
     #: Largest request payload, reply, or single stream chunk (bytes).
     max_payload_bytes: int = 8 * MiB
+    #: Total bytes one call may emit as stream chunks.
+    max_stream_bytes: int = 64 * MiB
+    #: Largest table (elements) a guest may have.
+    max_table_elements: int = 100_000
     #: Virtual address space reserved per linear memory.  Small, so that tens of
     #: thousands of instances fit in one process; memories grow past it by moving.
     memory_reservation: int = 1 * MiB

@@ -147,6 +147,7 @@ class Deployment:
             # Nothing starts now: start one actor once, so a broken guest fails its deploy.
             self._spawn().stop(ExitReason("normal", "start-up check"))
         self.pool.start()
+        self.pool.on_exit(self._pool_ended)  # (only a pool that started can give up)
         return self
 
     def stop(self, reason: ExitReason) -> None:
@@ -163,7 +164,6 @@ class Deployment:
             events=self._events,
             shutdown_grace=self._shutdown_grace,
         )
-        pool.on_exit(self._pool_ended)
         return pool
 
     def _pool_ended(self, pool: Pool, reason: ExitReason) -> None:
@@ -183,11 +183,12 @@ class Deployment:
         self.pool = self._new_pool()
         try:
             self.pool.start()
-        except WasmhiveError as exc:
+        except Exception as exc:
             delay = self._pool_backoff.next_delay()
             logger.error("%s: cannot start a new actor pool (%s); trying again in %.1fs", self.name, exc, delay)
             self._scheduler.call_later(delay, self._restart_pool)
         else:
+            self.pool.on_exit(self._pool_ended)
             self._pool_backoff.record_restart()
 
     @property

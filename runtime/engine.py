@@ -24,6 +24,7 @@ def build_engine(config: RuntimeConfig) -> tuple[wasmtime.Engine, str]:
     """
     settings = {
         "epoch_interruption": True,
+        "multi_memory": False,
         "consume_fuel": config.fuel,
         "memory_reservation": config.memory_reservation,
         "memory_guard_size": config.memory_guard_size,
@@ -31,6 +32,8 @@ def build_engine(config: RuntimeConfig) -> tuple[wasmtime.Engine, str]:
     }
     wasm_config = wasmtime.Config()
     wasm_config.epoch_interruption = True
+    # One linear memory per module: memory_limit caps it (more would multiply the cap).
+    wasm_config.wasm_multi_memory = False
     wasm_config.consume_fuel = config.fuel
     wasm_config.memory_reservation = config.memory_reservation
     wasm_config.memory_guard_size = config.memory_guard_size

@@ -16,7 +16,7 @@ import httpx
 import msgspec
 import wasmtime
 
-from wasmhive.actors.actor import Actor
+from wasmhive.actors.actor import Actor, Envelope
 from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import (
     ActorCrashed,
@@ -326,6 +326,8 @@ class Runtime:
         deployment.stop(ExitReason("normal", "undeployed"))
         for actor in actors:
             await actor.wait_stopped()
+        if all(d.digest != deployment.digest for d in self._deployments.values()):
+            self.cache.forget(deployment.digest)  # the disk copy stays for the next deploy
 
     # --- calling --------------------------------------------------------------------
 
@@ -367,6 +369,8 @@ class Runtime:
         pool = deployment.pool
         pipe = ChunkPipe(self._bridge)
         pool.in_flight += 1  # the autoscaler sees streams as load, until the stream is done
+        actor: Actor | None = None
+        envelope: Envelope | None = None
         try:
             actor = await deployment.route(key)
             envelope = await actor.submit(payload, pipe)
@@ -388,6 +392,8 @@ class Runtime:
         finally:
             pool.in_flight -= 1
             pipe.abandon()
+            if actor is not None and envelope is not None:
+                actor.forget(envelope)  # a consumer that left early: a message not started yet never runs
 
     async def ask(self, ref: ActorRef, payload: bytes) -> bytes:
         """Send one message to a specific actor (see :meth:`actors`)."""

@@ -61,6 +61,8 @@ def build_instance_spec(
         has_initialize=info.has_initialize,
         has_init=info.has_init,
         max_payload_bytes=config.max_payload_bytes,
+        max_stream_bytes=config.max_stream_bytes,
+        max_table_elements=config.max_table_elements,
         command=info.command,
         call_path=config.call_path,
     )

@@ -94,6 +94,11 @@ class EventBus:
         self._streams.append(subscription)
         return subscription
 
+    @property
+    def subscribers(self) -> int:
+        """Async subscriptions still open."""
+        return len(self._streams)
+
     def publish(self, event: Event) -> None:
         self.published += 1
         for listener in list(self._listeners):
@@ -135,7 +140,14 @@ class _Subscription:
         self._receive.close()
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return self._receive.__aiter__()
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        try:
+            async for event in self._receive:
+                yield event
+        finally:  # the consumer stopped (break, cancellation): stop buffering for it
+            self.close()
 
     async def receive(self) -> Event:
         """The next event."""

@@ -219,3 +219,25 @@ async def test_an_inline_call_in_a_cancelled_scope_does_not_run(rt: Runtime) -> 
         await rt.invoke("c", b"")
     assert scope.cancelled_caught
     assert await rt.invoke("c", b"") == (1).to_bytes(4, "little")  # the cancelled call never ran
+
+
+async def test_a_thread_call_in_a_cancelled_scope_does_not_run(rt: Runtime) -> None:
+    await rt.deploy("c", guests.COUNTER.encode(), mode="thread")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await rt.invoke("c", b"")
+    assert scope.cancelled_caught
+    assert await rt.invoke("c", b"") == (1).to_bytes(4, "little")
+
+
+async def test_event_subscriptions_end_with_their_consumer(rt: Runtime) -> None:
+    await rt.deploy("c", guests.COUNTER.encode())
+    subscription = rt.events.subscribe()
+    seen = []
+    await rt.deploy("d", guests.COUNTER.encode())
+    async for event in subscription:
+        seen.append(event)
+        break
+    assert seen
+    # The subscription closes when its iterator is finalized after the loop ended.
+    await eventually(lambda: rt.events.subscribers == 0)

@@ -409,3 +409,21 @@ async def test_wasi_guest_serves_many_calls(rt: Runtime, caplog: pytest.LogCaptu
     messages = [r.getMessage() for r in caplog.records if r.name == "wasmhive.guest"]
     for i in range(5):
         assert any(f"line {i}" in m for m in messages), messages
+
+
+@pytest.mark.trio
+async def test_kv_quotas_bound_what_a_guest_can_store(config: RuntimeConfig) -> None:
+    store = MemoryKeyValueStore(max_value_bytes=100, max_namespace_bytes=1000, max_namespace_keys=5)
+    async with Runtime(config, kv=store) as rt:
+        await rt.deploy("kv", HOST_PROXY.encode())
+        too_big = await call(rt, "kv", {"op": "kv.set", "key": "k", "value": b"x" * 101})
+        assert too_big["error"]["code"] == "quota_exceeded"
+        for i in range(5):
+            assert (await call(rt, "kv", {"op": "kv.set", "key": f"k{i}", "value": b"x" * 100}))["ok"]
+        sixth = await call(rt, "kv", {"op": "kv.set", "key": "k5", "value": b"x"})
+        assert sixth["error"]["code"] == "quota_exceeded"
+        assert (await call(rt, "kv", {"op": "kv.set", "key": "k0", "value": b"y" * 100}))["ok"]  # overwrite fits
+        assert (await call(rt, "kv", {"op": "kv.delete", "key": "k1"}))["value"] is True
+        assert (await call(rt, "kv", {"op": "kv.set", "key": "k5", "value": b"x"}))["ok"]  # room again
+        assert store.usage("kv") == (5 * 2 + 4 * 100 + 1, 5)
+        assert rt.stats().functions["kv"].crashes == 0

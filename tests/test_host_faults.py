@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import guests
 import pytest
+from helpers import eventually
 
 from wasmhive.runtime import (
     HostError,
@@ -52,3 +53,42 @@ async def test_a_failing_host_service_is_a_host_error_not_the_guests_fault(cache
         assert rt.actors("p") != [first]
         reply = await rt.invoke("p", msgspec.msgpack.encode({"op": "kv.set", "key": "k", "value": b"v"}))
         assert msgspec.msgpack.decode(reply)["ok"] is True
+
+
+async def test_a_call_cannot_emit_without_bound(cache_dir: object) -> None:
+    flood = guests.module(
+        """(block $done (loop $more
+             (br_if $done (i32.ge_u (local.get $i) (i32.const 1000)))
+             (call $emit (i32.const 0) (i32.const 4096))
+             (local.set $i (i32.add (local.get $i) (i32.const 1)))
+             (br $more)))
+           (call $pack (local.get $ptr) (local.get $len))""",
+        imports=guests.IMPORT_EMIT,
+    )
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), max_stream_bytes=64 * 1024)) as rt:
+        await rt.deploy("flood", flood.encode())
+        with pytest.raises(PayloadTooLarge, match="max_stream_bytes"):
+            await rt.invoke("flood", b"")
+        assert rt.stats().functions["flood"].crashes == 0  # not a fault: the output was cut
+
+
+async def test_a_stalled_stream_reader_does_not_switch_off_the_timeout(config: RuntimeConfig) -> None:
+    flood = guests.module(
+        """(loop $more (call $emit (i32.const 0) (i32.const 65536)) (br $more)) (i64.const 0)""",
+        imports=guests.IMPORT_EMIT,
+    )
+    async with Runtime(config) as rt:
+        await rt.deploy("flood", flood.encode(), timeout=0.3)
+        chunks = rt.stream("flood", b"")
+        await chunks.__anext__()  # then stop reading: the guest blocks on the full pipe
+        await eventually(lambda: rt.stats().functions["flood"].crashes == 1)  # its timeout still fired
+        await chunks.aclose()
+
+
+async def test_tables_count_against_the_guest_too(rt: Runtime) -> None:
+    table_bomb = guests.module(
+        "(drop (table.grow $t (ref.null func) (i32.const 400000000))) (i64.const 0)",
+        extra="(table $t 0 funcref)",
+    )
+    await rt.deploy("tables", table_bomb.encode())
+    assert await rt.invoke("tables", b"") == b""  # table.grow was refused (-1): nothing allocated
