@@ -47,7 +47,7 @@ from .monitor import Monitor
 from .sinks import ChunkCollector, ChunkPipe
 from .worker import ActorThread
 
-__all__ = ["Actor", "ActorPolicy", "Envelope", "ExecutionMode", "Overflow", "TickDemand"]
+__all__ = ["Actor", "ActorPolicy", "Envelope", "ExecutionMode", "Overflow", "TickDemand", "spawn_instance"]
 
 logger = logging.getLogger("wasmhive.actors")
 
@@ -63,6 +63,17 @@ class ActorPolicy(msgspec.Struct, frozen=True):
     overflow: Overflow = "wait"
     #: How long a sender may wait for mailbox space under ``overflow="wait"`` (seconds).
     mailbox_wait: float = 1.0
+
+
+def spawn_instance(spec: InstanceSpec, actor_id: int | None = None) -> WasmInstance:
+    """A started guest instance of the right kind for ``spec`` (module, WASI command, JavaScript)."""
+    if spec.js_source is not None:  # JS actors (actors/js.py)
+        from .js import JsInstance
+
+        return JsInstance.spawn(spec, actor_id)
+    if spec.command:
+        return WasiCommand.spawn(spec, actor_id)
+    return WasmInstance.spawn(spec, actor_id)
 
 
 class TickDemand(Protocol):
@@ -110,6 +121,8 @@ class Actor:
         self.policy = policy
         self.state = ActorState.STARTING
         self.exit_reason: ExitReason | None = None
+        #: Why the guest could not start, if that is how the actor ended.
+        self.start_error: WasmhiveError | None = None
         self.calls = 0
         self.failures = 0
         self._spec = spec
@@ -125,28 +138,67 @@ class Actor:
         self._running: Envelope | None = None
         self._stop_reason: ExitReason | None = None
         self._stopped = anyio.Event()
+        self._ready = anyio.Event()
         self._monitors: list[Monitor] = []
         self._exit_callbacks: list[ExitCallback] = []
 
     # --- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
-        """Instantiate the guest (synchronously; spawning is cheap).  Raises its typed error."""
-        self._ticker.begin()
-        try:
-            factory = WasiCommand if self._spec.command else WasmInstance
-            if self._spec.js_source is not None:  # JS actors (actors/js.py)
-                from .js import JsInstance
+        """Instantiate the guest.
 
-                factory = JsInstance
-            self._instance = factory.spawn(self._spec, self.ref.id)
-        finally:
-            self._ticker.end()
+        An ``inline`` actor starts here, on the loop (raising its typed error).
+        A ``thread`` actor starts on its own thread, so a slow or hostile
+        start-up never holds the loop: it is STARTING until then, messages
+        wait in its mailbox, and if the guest cannot start the actor ends
+        with reason ``start_failed`` (its queued messages get ActorCrashed).
+        """
+        self._ticker.begin()
+        if self._thread is None:
+            try:
+                self._instance = spawn_instance(self._spec, self.ref.id)
+            finally:
+                self._ticker.end()
+            self.state = ActorState.IDLE
+            self._ready.set()
+            return
+        self._thread.submit(self._start_job)
+
+    async def wait_started(self) -> None:
+        """Wait until the actor has started (or ended trying)."""
+        await self._ready.wait()
+
+    def _start_job(self) -> None:  # on the actor thread
+        try:
+            instance: WasmInstance | None = spawn_instance(self._spec, self.ref.id)
+            error: WasmhiveError | None = None
+        except WasmhiveError as exc:
+            instance, error = None, exc
+        except Exception as exc:  # a bug on the host side
+            logger.exception("starting actor %s failed", self.ref)
+            instance, error = None, WasmhiveError(f"internal error: {exc!r}", function=self.ref.function)
+        self._bridge.call_soon(self._started, instance, error)
+
+    def _started(self, instance: WasmInstance | None, error: WasmhiveError | None) -> None:
+        self._ticker.end()
+        self._ready.set()
+        if self.state is not ActorState.STARTING:  # stopped or killed while starting
+            if instance is not None:
+                instance.close()
+            return
+        if instance is None:
+            assert error is not None
+            self.start_error = error
+            self._end(ExitReason("start_failed", f"{type(error).__name__}: {error.message}"))
+            return
+        self._instance = instance
         self.state = ActorState.IDLE
+        self._next()
 
     @property
     def alive(self) -> bool:
-        return self.state in (ActorState.IDLE, ActorState.BUSY)
+        """Taking messages (a STARTING actor queues them until it is ready)."""
+        return self.state in (ActorState.IDLE, ActorState.BUSY, ActorState.STARTING)
 
     @property
     def queued(self) -> int:
@@ -439,6 +491,7 @@ class Actor:
         self._space_freed()
 
     def _end(self, reason: ExitReason) -> None:
+        self._ready.set()
         self.state = ActorState.CRASHED if reason.abnormal else ActorState.STOPPED
         self.exit_reason = reason
         self._fail_queued(reason)

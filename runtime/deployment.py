@@ -143,9 +143,6 @@ class Deployment:
 
     def start(self) -> Deployment:
         """Start the pool's first actors.  Raises the typed error if the guest cannot start."""
-        if self.strategies.pool.min_size == 0:
-            # Nothing starts now: start one actor once, so a broken guest fails its deploy.
-            self._spawn().stop(ExitReason("normal", "start-up check"))
         self.pool.start()
         self.pool.on_exit(self._pool_ended)  # (only a pool that started can give up)
         return self
@@ -194,6 +191,10 @@ class Deployment:
     @property
     def actors(self) -> list[Actor]:
         return self.pool.actors
+
+    def spawn_actor(self) -> Actor:
+        """Start an actor outside the pool (the runtime's start-up check of an empty pool)."""
+        return self._spawn()
 
     def _spawn(self) -> Actor:
         actor = Actor(self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker)

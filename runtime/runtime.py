@@ -298,10 +298,30 @@ class Runtime:
                 raise InvalidModule(
                     f"the module failed to start: {type(exc).__name__}: {exc.message}", function=name
                 ) from None
+            await self._check_started(deployment)
             self._deployments[name] = deployment
             return deployment.stats()
         finally:
             self._reserved.discard(name)
+
+    async def _check_started(self, deployment: Deployment) -> None:
+        """Wait for the first actors (thread actors start on their own threads); a guest
+        that cannot start fails its deploy.  An empty pool starts one actor to check."""
+        actors = deployment.actors
+        check = None if actors else deployment.spawn_actor()
+        for actor in actors or [check]:
+            assert actor is not None
+            await actor.wait_started()
+        failed = next((a.start_error for a in actors or [check] if a is not None and a.start_error), None)
+        if check is not None:
+            check.stop(ExitReason("normal", "start-up check"))
+        if failed is not None:
+            deployment.stop(ExitReason("shutdown", "deploy failed"))
+            if isinstance(failed, InvalidModule):  # JS: a syntax error, with line and column
+                raise InvalidModule(failed.message, function=deployment.name, **failed.details)
+            raise InvalidModule(
+                f"the module failed to start: {type(failed).__name__}: {failed.message}", function=deployment.name
+            )
 
     def _fetcher(self, policy: FetchPolicy | None) -> Fetcher | None:
         if policy is None:

@@ -150,12 +150,17 @@ class Pool:
             if actor is not None and actor.alive:
                 return actor
         best: Actor | None = None
+        best_load = 0
         for actor in self._actors:
-            if actor.state is ActorState.IDLE and not actor.queued:
+            state = actor.state
+            if state is ActorState.IDLE and not actor.queued:
                 best = actor
                 break
-            if actor.alive and (best is None or actor.queued < best.queued):
-                best = actor
+            if actor.alive:
+                # Messages ahead of this one: the queue, plus the call in progress.
+                load = actor.queued + (state is ActorState.BUSY)
+                if best is None or load < best_load:
+                    best, best_load = actor, load
         if key is not None and best is not None:
             if len(self._affinity) >= MAX_AFFINITY_KEYS:  # forget the oldest key
                 oldest = next(iter(self._affinity))

@@ -96,6 +96,68 @@ def test_build_cli(tmp_path: Path) -> None:
     assert (tmp_path / "echo.wasm").read_bytes()[:4] == b"\0asm"
 
 
+def test_upper_is_a_small_command(wasm: dict[str, bytes]) -> None:
+    # main() and no WASMHIVE_IMPLEMENTATION: built with -mexec-model=command.
+    import wasmtime
+
+    module = wasmtime.Module(wasmtime.Engine(), wasm["upper"])
+    exports = {e.name for e in module.exports}
+    assert {"memory", "_start"} <= exports
+    assert not exports & {"wh_alloc", "wh_handle", "_initialize"}
+    assert {i.module for i in module.imports} == {"wasi_snapshot_preview1"}
+    (memory,) = [e.type for e in module.exports if e.name == "memory"]
+    assert isinstance(memory, wasmtime.MemoryType)
+    assert memory.limits.min <= 32, f"upper starts with {memory.limits.min} pages"
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("int main(void) { return 0; }", True),
+        ("int main (int argc, char **argv) { return 0; }", True),
+        ("int\nmain(void)\n{ return 0; }", True),
+        ('#define WASMHIVE_IMPLEMENTATION\n#include "wasmhive.h"\nint handle(void);', False),
+        ('#include "wasmhive.h"\n/* no main( here */ int f(void) { return 0; }', False),
+        ('// main(\nconst char *s = "main(";\nint domain(void) { return 0; }', False),
+        ("int f(struct s *p) { return p->main() + q.main(); }", False),
+        ("#  define WASMHIVE_IMPLEMENTATION\nint main(void) { return 0; }", False),  # an SDK guest wins
+        ("/* #define WASMHIVE_IMPLEMENTATION */\nint main(void) { return 0; }", True),
+    ],
+)
+def test_is_command(text: str, command: bool) -> None:
+    assert cbuild.is_command(text) is command
+
+
+def test_build_command_flag_overrides_detection(tmp_path: Path) -> None:
+    import wasmtime
+
+    engine = wasmtime.Engine()
+    upper = GUEST_C / "examples" / "upper.c"
+    as_reactor = cbuild.build(upper, tmp_path / "reactor", command=False)
+    assert {e.name for e in wasmtime.Module(engine, as_reactor.read_bytes()).exports} == {"memory", "_initialize"}
+    as_command = cbuild.build(upper, tmp_path / "command", command=True)
+    assert "_start" in {e.name for e in wasmtime.Module(engine, as_command.read_bytes()).exports}
+
+
+def test_installed_build_module(tmp_path: Path) -> None:
+    # guest/c/build.py wraps wasmhive.runtime.cbuild; the header ships inside the package.
+    from wasmhive.runtime import cbuild as installed
+
+    assert cbuild.BuildError is installed.BuildError
+    header = installed.include_dir() / "wasmhive.h"
+    assert header.read_bytes() == (GUEST_C / "wasmhive.h").read_bytes()
+    source = tmp_path / "src" / "echo.c"
+    source.parent.mkdir()
+    source.write_bytes((GUEST_C / "examples" / "echo.c").read_bytes())  # no wasmhive.h next to it
+    assert installed.build(source) == tmp_path / "src" / "echo.wasm"  # default: next to the source
+    (tmp_path / "out").mkdir()
+    assert installed.build(source, tmp_path / "out") == tmp_path / "out" / "echo.wasm"  # into a directory
+    named = installed.build(source, tmp_path / "new" / "dir" / "e.wasm", optimize="O2")
+    assert named.read_bytes()[:4] == b"\0asm"
+    with pytest.raises(ValueError, match="optimize"):
+        installed.build(source, optimize="-O9")
+
+
 # --- echo ------------------------------------------------------------------------
 
 
@@ -169,6 +231,54 @@ async def test_stream_counter_rejects_bad_payload(rt: Runtime, wasm: dict[str, b
     with pytest.raises(GuestError, match="non-negative decimal integer"):
         await rt.invoke(name, payload)
     assert await rt.invoke(name, b"2") == b"1\n2\n"  # the actor lives
+
+
+# --- upper (a WASI command) ------------------------------------------------------
+
+
+def text_without_bang(n: int) -> bytes:
+    """Every byte value but '!' (lower case letters, upper case, digits, high bytes)."""
+    return bytes(b for b in pattern(n + n // 200 + 1) if b != ord("!"))[:n]
+
+
+@pytest.mark.trio
+async def test_upper_streams_chunks(rt: Runtime, wasm: dict[str, bytes], caplog: pytest.LogCaptureFixture) -> None:
+    await rt.deploy("upper", wasm["upper"])
+    caplog.set_level(logging.WARNING, logger="wasmhive.guest")
+    payload = text_without_bang(50_000)  # the program reads and writes 4 KiB at a time
+    chunks = [chunk async for chunk in rt.stream("upper", payload)]
+    assert len(chunks) > 1, [len(c) for c in chunks]
+    assert b"".join(chunks) == payload.upper()
+    assert b"".join(chunks) != payload
+    assert any("upper: 50000 bytes" in r.getMessage() for r in caplog.records)  # its stderr line
+    assert await rt.invoke("upper", b"hello, c command") == b"HELLO, C COMMAND"
+    assert await rt.invoke("upper", b"") == b""
+
+
+@pytest.mark.trio
+async def test_upper_inline(rt: Runtime, wasm: dict[str, bytes]) -> None:
+    await rt.deploy("upper", wasm["upper"], mode="inline", timeout=5.0)
+    payload = text_without_bang(10_000)
+    assert await rt.invoke("upper", payload) == payload.upper()
+
+
+@pytest.mark.trio
+async def test_upper_bad_input_exits_7(rt: Runtime, wasm: dict[str, bytes]) -> None:
+    await rt.deploy("upper", wasm["upper"])
+    (ref,) = rt.actors("upper")
+    with pytest.raises(GuestError) as info:
+        await rt.invoke("upper", b"hello!")
+    assert info.value.details["exit_code"] == 7
+    assert "bad input" in info.value.message and "status 7" in info.value.message
+    # The chunks written before the '!' was read still arrive, then the error.
+    chunks: list[bytes] = []
+    with pytest.raises(GuestError, match="bad input"):
+        async for chunk in rt.stream("upper", b"a" * 10_000 + b"!"):
+            chunks.append(chunk)
+    assert b"".join(chunks) == b"A" * 8192
+    # The actor lives on.
+    assert rt.actors("upper") == [ref] and rt.state(ref) is ActorState.IDLE
+    assert await rt.invoke("upper", b"still here") == b"STILL HERE"
 
 
 # --- kv_counter ------------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""Build C guests for wasmhive with the ``ziglang`` package (zig's bundled clang).
+"""Build the C guest examples (and any C guest) into a directory.
+
+A thin wrapper over ``wasmhive.runtime.cbuild``, which the ``wasmhive build``
+command uses too (prefer that for a single guest: ``wasmhive build hello.c``).
 
 Usage::
 
-    python guest/c/build.py [--out DIR] [--debug] [SOURCE.c ...]
+    python guest/c/build.py [--out DIR] [--debug] [--command | --reactor] [SOURCE.c ...]
 
 Without sources it builds every example in ``guest/c/examples/`` to
-``guest/c/build/<name>.wasm`` (or ``DIR/<name>.wasm``).  Importable too::
+``guest/c/build/<name>.wasm`` (or ``DIR/<name>.wasm``).  A source that
+defines ``main()`` (and not ``WASMHIVE_IMPLEMENTATION``) is built as a WASI
+command, anything else as a reactor, unless ``--command`` / ``--reactor``
+says otherwise.  Importable too::
 
-    from build import build          # with guest/c on sys.path
-    wasm = build(Path("guest/c/examples/echo.c"), Path("/tmp/out"))
+    wasm = build(Path("guest/c/examples/echo.c"), Path("/tmp/out"))   # /tmp/out/echo.wasm
 
 The first build on a machine takes about a minute (zig builds wasi-libc once and
 caches it in its global cache directory); later builds take well under a second.
@@ -18,42 +23,49 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
 DEFAULT_OUT = HERE / "build"
 
-#: Shadow stack size.  zig's default (16 MiB) would make every instance start
-#: with over 16 MiB of memory; 1 MiB is plenty for guests that keep big buffers
-#: in the arena or on the heap.
-DEFAULT_STACK_SIZE = 1 << 20
 
-#: Flags for every guest: a WASI reactor (exports _initialize, never _start).
-CFLAGS: tuple[str, ...] = (
-    "-target",
-    "wasm32-wasi",
-    "-mexec-model=reactor",
-    "-Wall",
-    "-Wextra",
-    "-Werror=implicit-function-declaration",
-)
-
-__all__ = ["CFLAGS", "DEFAULT_STACK_SIZE", "EXAMPLES", "BuildError", "available", "build", "build_all", "examples"]
+def _load_cbuild() -> ModuleType:
+    try:
+        from wasmhive.runtime import cbuild
+    except ImportError:  # wasmhive not installed: load the module from the checkout by path
+        path = HERE.parent.parent / "runtime" / "cbuild.py"
+        spec = importlib.util.spec_from_file_location("wasmhive_cbuild", path)
+        assert spec is not None and spec.loader is not None
+        cbuild = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = cbuild
+        spec.loader.exec_module(cbuild)
+    return cbuild
 
 
-class BuildError(RuntimeError):
-    """The compiler failed; the message holds its output."""
+_cbuild = _load_cbuild()
 
+BuildError = _cbuild.BuildError
+CFLAGS: tuple[str, ...] = _cbuild.CFLAGS
+DEFAULT_STACK_SIZE: int = _cbuild.DEFAULT_STACK_SIZE
+available = _cbuild.available
+is_command = _cbuild.is_command
 
-def available() -> bool:
-    """Whether the ``ziglang`` package is installed for this interpreter."""
-    return importlib.util.find_spec("ziglang") is not None
+__all__ = [
+    "CFLAGS",
+    "DEFAULT_STACK_SIZE",
+    "EXAMPLES",
+    "BuildError",
+    "available",
+    "build",
+    "build_all",
+    "examples",
+    "is_command",
+]
 
 
 def examples() -> list[Path]:
@@ -66,55 +78,34 @@ def build(
     out_dir: Path,
     *,
     debug: bool = False,
+    command: bool | None = None,
     stack_size: int = DEFAULT_STACK_SIZE,
     extra_flags: Sequence[str] = (),
     timeout: float = 600.0,
 ) -> Path:
     """Compile one C guest to ``out_dir/<stem>.wasm`` and return that path.
 
-    ``debug`` keeps debug info and builds with ``-O1 -g`` (the module is far
-    larger); otherwise ``-O2`` and stripped.  ``stack_size`` (bytes, a
-    multiple of 16) sets the shadow stack.  Raises :class:`BuildError` if the
-    compiler fails, :class:`FileNotFoundError` if ``source`` does not exist.
+    ``debug`` builds with ``-O1 -g`` (the module is far larger); otherwise
+    ``-O2``, stripped.  ``command``: see ``wasmhive.runtime.cbuild.build``.
+    Raises :class:`BuildError` if the compiler fails, :class:`FileNotFoundError`
+    if ``source`` does not exist.
     """
-    source = Path(source).resolve()
-    if stack_size <= 0 or stack_size % 16:
-        raise ValueError(f"stack_size must be a positive multiple of 16, got {stack_size}")
-    if not source.is_file():
-        raise FileNotFoundError(f"no such C source: {source}")
+    source = Path(source)
+    if not source.is_file():  # before creating out_dir
+        raise FileNotFoundError(f"no such C source: {source.resolve()}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{source.stem}.wasm"
-    # Write to a temporary name first, so an interrupted build never leaves a
-    # truncated module behind under the real name.
-    tmp = out_dir / f".{source.stem}.{os.getpid()}.tmp.wasm"
-    opt = ["-O1", "-g"] if debug else ["-O2", "-s"]
-    cmd = [
-        sys.executable,
-        "-m",
-        "ziglang",
-        "cc",
-        *CFLAGS,
-        *opt,
-        f"-Wl,-z,stack-size={stack_size}",
-        "-I",
-        str(HERE),
-        *extra_flags,
-        "-o",
-        str(tmp),
-        str(source),
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        tmp.unlink(missing_ok=True)
-        raise BuildError(f"building {source.name} took more than {timeout:g} s") from exc
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        output = (proc.stderr + proc.stdout).strip()
-        raise BuildError(f"building {source.name} failed (exit {proc.returncode}):\n{output}")
-    os.replace(tmp, out)
-    return out
+    result: Path = _cbuild.build(
+        source,
+        out_dir / f"{source.stem}.wasm",
+        command=command,
+        optimize="-O1" if debug else "-O2",
+        debug=debug,
+        stack_size=stack_size,
+        extra_flags=extra_flags,
+        timeout=timeout,
+    )
+    return result
 
 
 def build_all(sources: Iterable[Path], out_dir: Path, *, debug: bool = False) -> list[Path]:
@@ -127,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sources", nargs="*", type=Path, help="C files (default: every example)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     parser.add_argument("--debug", action="store_true", help="-O1 -g, keep debug info")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--command", dest="command", action="store_const", const=True, help="build WASI commands")
+    kind.add_argument("--reactor", dest="command", action="store_const", const=False, help="build SDK guests")
     parser.add_argument(
         "--stack-size", type=int, default=DEFAULT_STACK_SIZE, help=f"stack bytes (default: {DEFAULT_STACK_SIZE})"
     )
@@ -141,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for source in sources:
         started = time.monotonic()
         try:
-            out = build(source, args.out, debug=args.debug, stack_size=args.stack_size)
+            out = build(source, args.out, debug=args.debug, command=args.command, stack_size=args.stack_size)
         except (BuildError, FileNotFoundError, ValueError) as exc:
             print(exc, file=sys.stderr)
             return 1

@@ -13,13 +13,14 @@
  *         return 0;
  *     }
  *
- * Build it as a WASI reactor:
+ * Build it as a WASI reactor with `wasmhive build guest.c` (pip install
+ * ziglang; see guest/c/README.md), which runs:
  *
  *     python -m ziglang cc -target wasm32-wasi -O2 -s -mexec-model=reactor \
- *         -Wl,-z,stack-size=1048576 -I guest/c -o guest.wasm guest.c
+ *         -Wl,-z,stack-size=1048576 -I <this header's directory> -o guest.wasm guest.c
  *
- * or with `python guest/c/build.py` (see guest/c/README.md).  The stack size
- * matters: zig's default is 16 MiB, which every instance would start with.
+ * The stack size matters: zig's default is 16 MiB, which every instance
+ * would start with.
  *
  * The handler
  * -----------
