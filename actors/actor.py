@@ -105,6 +105,9 @@ ExitCallback = Callable[["Actor", ExitReason], None]
 
 NORMAL_EXIT = ExitReason("normal")
 
+#: Inline fast-path calls between two real checkpoints (see Actor.ask).
+YIELD_EVERY = 256
+
 
 class Actor:
     """A live actor.  Only the runtime holds these; callers hold :attr:`ref`."""
@@ -276,8 +279,16 @@ class Actor:
         message = Invoke(payload)
         if self.state is ActorState.IDLE and not self._mailbox:
             if self._inline:
-                # Honour cancellation, but do not yield: no task switch on this path.
-                await self._bridge.checkpoint_if_cancelled()
+                # No task switch on this path: honour cancellation without yielding.  Only
+                # one call in YIELD_EVERY yields for real, so that a tight loop of inline
+                # calls still lets deadlines fire and other tasks run.
+                bridge = self._bridge
+                bridge.calls_without_yield += 1
+                if bridge.calls_without_yield >= YIELD_EVERY:
+                    bridge.calls_without_yield = 0
+                    await bridge.checkpoint()
+                else:
+                    await bridge.checkpoint_if_cancelled()
                 outcome = self._run_inline(message, collector)
             else:
                 await self._bridge.checkpoint_if_cancelled()  # never start work for a cancelled caller

@@ -32,6 +32,12 @@ class LoopBridge:
         self._run_blocking = run_blocking
         #: The loop's clock (seconds), the backend's own function: cheaper than anyio.current_time().
         self.clock: Callable[[], float] = trio.current_time if library == "trio" else asyncio.get_running_loop().time
+        #: A real checkpoint: yields to the scheduler (deadlines fire, other tasks run).
+        self.checkpoint: Callable[[], Awaitable[None]] = (
+            trio.lowlevel.checkpoint if library == "trio" else anyio.lowlevel.checkpoint
+        )
+        #: Inline calls run without yielding since the last real checkpoint (see Actor.ask).
+        self.calls_without_yield = 0
         #: Raises the backend's cancellation if the current task is cancelled, without yielding.
         self.checkpoint_if_cancelled: Callable[[], Awaitable[None]] = (
             trio.lowlevel.checkpoint_if_cancelled if library == "trio" else anyio.lowlevel.checkpoint_if_cancelled

@@ -73,6 +73,7 @@ class Pool:
         self._affinity: dict[str, Actor] = {}
         self._keys_of: dict[int, set[str]] = {}
         self._stashed = 0
+        self._start_failure: ExitReason | None = None
         self._available: anyio.Event | None = None
         self._autoscaler = Autoscaler(policy)
         self._next_decision = 0.0
@@ -178,6 +179,13 @@ class Pool:
             raise ActorCrashed(
                 f"the pool of {self.name!r} gave up after too many restarts", function=self.name, reason="shutdown"
             )
+        if not self._actors and self._start_failure is not None:
+            # Every actor is waiting to restart because the guest cannot start: say so now.
+            raise ActorCrashed(
+                f"no actor of {self.name!r} can start: {self._start_failure.message}",
+                function=self.name,
+                reason="start_failed",
+            )
         if self.size == 0:  # scaled to zero: start one now
             self.cold_starts += 1
             self.scale_to(1)
@@ -227,6 +235,8 @@ class Pool:
 
     def _actor_ended(self, actor: Actor, reason: ExitReason) -> None:
         self._actors.pop(actor, None)
+        # Remember why the guest could not start, until an actor that did start ends.
+        self._start_failure = reason if reason.kind == "start_failed" else None
         if reason.abnormal:
             self.crashes += 1
         for key in self._keys_of.pop(actor.ref.id, ()):

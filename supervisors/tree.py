@@ -266,8 +266,7 @@ class Supervisor:
             for gone in [c for c in group if c.spec.restart == "temporary"]:
                 self._children.remove(gone)
             group = [c for c in group if c.spec.restart != "temporary"]
-        for member in group:
-            self._schedule_restart(member)
+        self._schedule_restart(child, group)
 
     def _count_restart(self) -> bool:
         """Record one restart; False (after giving up) if that exceeds the intensity."""
@@ -284,33 +283,46 @@ class Supervisor:
         self.stop(ExitReason("shutdown", "reached max restart intensity"))
         return False
 
-    def _schedule_restart(self, child: _Child) -> None:
-        self._cancel_restart(child)
-        delay = child.backoff.next_delay() if child.backoff is not None else 0.0
-        child.restarts += 1
-        self.events.publish(ChildRestarted(self.name, child.spec.id, child.restarts, delay, self._scheduler.now()))
+    def _schedule_restart(self, failed: _Child, group: list[_Child]) -> None:
+        """Restart ``group`` (in start order) after the failed child's backoff delay."""
+        delay = failed.backoff.next_delay() if failed.backoff is not None else 0.0
+        now = self._scheduler.now()
+        for member in group:
+            self._cancel_restart(member)
+            member.restarts += 1
+            self.events.publish(ChildRestarted(self.name, member.spec.id, member.restarts, delay, now))
         if delay <= 0:
-            self._restart(child)
-        else:
-            child.pending_restart = self._scheduler.call_later(delay, lambda: self._restart(child))
-
-    def _restart(self, child: _Child) -> None:
-        child.pending_restart = None
-        if not self.alive or child not in self._children:
+            self._restart(failed, group)
             return
-        try:
-            self._start(child)
-        except Exception as exc:
-            # A failed restart counts like another exit of the child.
-            logger.warning("supervisor %s: restarting %s failed: %s", self.name, child.spec.id, exc)
-            self.events.publish(
-                ChildExited(self.name, child.spec.id, ExitReason("start_failed", str(exc)), self._scheduler.now())
-            )
-            if self._count_restart():
-                self._schedule_restart(child)
-        else:
-            if child.backoff is not None:
-                child.backoff.record_restart()
+        handle = self._scheduler.call_later(delay, lambda: self._restart(failed, group))
+        for member in group:
+            member.pending_restart = handle
+
+    def _restart(self, failed: _Child, group: list[_Child]) -> None:
+        for member in group:
+            member.pending_restart = None
+        if not self.alive:
+            return
+        started: list[_Child] = []
+        for member in group:
+            if member not in self._children:
+                continue
+            try:
+                self._start(member)
+            except Exception as exc:
+                # A failed restart counts like another exit: the group goes down and tries again.
+                logger.warning("supervisor %s: restarting %s failed: %s", self.name, member.spec.id, exc)
+                self.events.publish(
+                    ChildExited(self.name, member.spec.id, ExitReason("start_failed", str(exc)), self._scheduler.now())
+                )
+                for done in reversed(started):
+                    self._terminate(done, SHUTDOWN)
+                if self._count_restart():
+                    self._schedule_restart(member, [m for m in group if m in self._children])
+                return
+            started.append(member)
+        if failed.backoff is not None:
+            failed.backoff.record_restart()
 
     # --- stopping ----------------------------------------------------------------------
 

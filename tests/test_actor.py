@@ -241,3 +241,13 @@ async def test_event_subscriptions_end_with_their_consumer(rt: Runtime) -> None:
     assert seen
     # The subscription closes when its iterator is finalized after the loop ended.
     await eventually(lambda: rt.events.subscribers == 0)
+
+
+async def test_a_tight_loop_of_inline_calls_still_lets_deadlines_fire(rt: Runtime) -> None:
+    await rt.deploy("echo", guests.ECHO.encode(), mode="inline")
+    calls = 0
+    with trio.move_on_after(0.05) as scope:
+        while calls < 10_000_000:  # (bounded, in case it never stops)
+            await rt.invoke("echo", b"x")
+            calls += 1
+    assert scope.cancelled_caught and calls < 10_000_000

@@ -268,3 +268,30 @@ async def test_a_refused_call_counts_as_one_rejection(config: RuntimeConfig) -> 
                 await rt.invoke("g", b"x")
             assert rt.stats().functions["g"].rejections == 1
             await release_all(rt, "g", done, 1)
+
+
+async def test_when_the_guest_cannot_start_again_callers_hear_why_at_once(rt: Runtime) -> None:
+    # wh_init counts starts in the kv store ({"op": "kv.incr", "key": "starts"}) and traps from the second on.
+    request = "\\82\\a2op\\a7kv.incr\\a3key\\a6starts"
+    flaky = guests.module(
+        # an empty payload traps; anything else echoes
+        "(if (i32.eqz (local.get $len)) (then unreachable)) (call $pack (local.get $ptr) (local.get $len))",
+        imports=guests.IMPORT_HOST_CALL,
+        data=f'(data (i32.const 16) "{request}")',
+        extra="""(func (export "wh_init") (local $r i64)
+                   (local.set $r (call $host_call (i32.const 16) (i32.const 23)))
+                   (if (i32.ge_u (i32.load8_u (i32.add (i32.wrap_i64 (i64.shr_u (local.get $r) (i64.const 32)))
+                                                       (i32.const 11))) (i32.const 2))
+                     (then unreachable)))""",
+    )
+    await rt.deploy("flaky", flaky.encode())
+    assert await rt.invoke("flaky", b"ok") == b"ok"
+    with pytest.raises(GuestTrap):
+        await rt.invoke("flaky", b"")  # the actor dies; every restart now fails in wh_init
+    errors = []
+    for _ in range(3):
+        with pytest.raises(ActorCrashed) as info:
+            await rt.invoke("flaky", b"ok")
+        errors.append(info.value)
+    assert all(e.reason == "start_failed" for e in errors)
+    assert "can start" in errors[-1].message

@@ -334,3 +334,15 @@ def test_restart_types(restart: str, reason: ExitReason, restarted: bool) -> Non
     children.current("a").end(reason)
     assert len(children.started["a"]) == (2 if restarted else 1)
     assert [c.id for c in sup.which_children()] == ([] if restart == "temporary" else ["a"])
+
+
+def test_a_group_restart_with_backoff_starts_in_order_after_one_delay() -> None:
+    scheduler = ManualScheduler()
+    children = Children()
+    backoff = BackoffPolicy(min_backoff=0.1, max_backoff=1.0, random_factor=0.5)
+    policy = SupervisorPolicy(strategy="rest_for_one", max_restarts=5)
+    Supervisor("s", [children.spec(c, backoff=backoff) for c in "abc"], policy, scheduler=scheduler).start()
+    children.log.clear()
+    children.current("a").end(CRASH)
+    scheduler.advance(0.2)  # past the failed child's delay (0.1 .. 0.15)
+    assert children.log == ["end a trap", "end c shutdown", "end b shutdown", "start a", "start b", "start c"]
