@@ -26,6 +26,7 @@ async def main() -> None:
         await rt.deploy("stream", HERE / "stream.wat")
         await rt.deploy("counter", HERE / "counter.wat")
         await rt.deploy("faulty", HERE / "faulty.wat", instances=2)
+        await rt.deploy("hello", HERE / "hello.js")  # JavaScript on QuickJS-NG
         for name, stats in rt.stats().functions.items():
             print(f"  deployed {name:8} mode={stats.mode:6} timeout={stats.timeout:g}s instances={stats.instances}")
 
@@ -52,7 +53,11 @@ async def main() -> None:
             print(f"   {type(exc).__name__}: {exc}")
         print("   next call:", await rt.invoke("faulty", b"still serving"))
 
-        print("\n5. bad input gets a typed error that says what to fix")
+        print("\n5. hello.js (JavaScript; module state lives in the actor)")
+        for name in (b'{"name": "wasmhive"}', b'{"name": "you"}'):
+            print("   ", await rt.invoke("hello", name))
+
+        print("\n6. bad input gets a typed error that says what to fix")
         for label, call in (
             ("unknown function", rt.invoke("nope", b"")),
             ("not wasm", rt.deploy("junk", b"this is not wasm")),
