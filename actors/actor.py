@@ -191,6 +191,7 @@ class Actor:
             return
         if instance is None:
             assert error is not None
+            logger.warning("actor %s of %s could not start: %s", self.ref.id, self.ref.function, error)
             self.start_error = error
             self._end(ExitReason("start_failed", f"{type(error).__name__}: {error.message}"))
             return

@@ -59,7 +59,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: ``fast`` (prebuilt ctypes calls) or ``public`` (wasmtime-py's Func.__call__).
     call_path: CallPath = "fast"
     #: Time a guest's ``_initialize`` and ``wh_init`` together may take when an
-    #: actor starts (seconds).  Start-up runs on the event-loop thread.
+    #: actor starts (seconds).  Thread actors start on their own thread, inline
+    #: actors on the event-loop thread.
     init_timeout: float = 1.0
     #: How long ``Runtime`` waits at close for guest calls in flight (seconds)
     #: before interrupting them.
@@ -72,6 +73,8 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         _positive("epoch_tick", self.epoch_tick)
         _positive("init_timeout", self.init_timeout)
         _positive("max_payload_bytes", self.max_payload_bytes)
+        _positive("max_stream_bytes", self.max_stream_bytes)
+        _positive("max_table_elements", self.max_table_elements)
         if self.memory_reservation < 0 or self.memory_guard_size < 0 or self.memory_reservation_for_growth < 0:
             raise InvalidConfig("memory_reservation, memory_guard_size and memory_reservation_for_growth must be >= 0")
         if self.shutdown_grace < 0:

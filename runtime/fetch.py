@@ -24,7 +24,7 @@ from wasmhive.actors.host import HostCallError
 
 from .netguard import AddressRefused, IPNetwork, resolve_checked
 
-__all__ = ["FetchPolicy", "HttpFetcher"]
+__all__ = ["FetchPolicy", "HttpClients", "HttpFetcher"]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -59,12 +59,47 @@ class FetchPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.allow_networks)
 
 
-class HttpFetcher:
-    """Runs guests' fetches for one deployment on the runtime's shared client."""
+class HttpClients:
+    """The runtime's HTTP clients: connection pooling without mixing up TLS hosts.
 
-    def __init__(self, policy: FetchPolicy, client: httpx.AsyncClient, bridge: LoopBridge) -> None:
+    Requests go to the checked IP address, so the URL's host is an address.
+    Plain HTTP shares one client.  HTTPS gets one client per host name: a
+    pooled TLS connection (verified for one name) is then never reused for
+    another name that resolves to the same address.
+    """
+
+    def __init__(self, max_tls_hosts: int = 64) -> None:
+        self._plain = self._new()
+        self._tls: dict[str, httpx.AsyncClient] = {}
+        self._retired: list[httpx.AsyncClient] = []
+        self._max_tls_hosts = max_tls_hosts
+
+    @staticmethod
+    def _new() -> httpx.AsyncClient:
+        # No proxies from the environment: requests go to the address we checked.
+        return httpx.AsyncClient(trust_env=False, follow_redirects=False)
+
+    def for_url(self, scheme: str, host: str) -> httpx.AsyncClient:
+        if scheme != "https":
+            return self._plain
+        client = self._tls.pop(host, None) or self._new()
+        self._tls[host] = client  # most recently used last
+        if len(self._tls) > self._max_tls_hosts:
+            oldest = next(iter(self._tls))
+            self._retired.append(self._tls.pop(oldest))  # closed at aclose (requests may be in flight)
+        return client
+
+    async def aclose(self) -> None:
+        for client in [self._plain, *self._tls.values(), *self._retired]:
+            await client.aclose()
+
+
+class HttpFetcher:
+    """Runs guests' fetches for one deployment on the runtime's shared clients."""
+
+    def __init__(self, policy: FetchPolicy, clients: HttpClients, bridge: LoopBridge) -> None:
         self.policy = policy
-        self._client = client
+        self._clients = clients
         self._bridge = bridge
         self._networks = policy.networks()
         self._hosts = tuple(h.lower() for h in policy.allow_hosts)
@@ -101,7 +136,8 @@ class HttpFetcher:
             headers["Host"] = parts.netloc.rsplit("@", 1)[-1]
             timeout = httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout)
             try:
-                req = self._client.build_request(
+                client = self._clients.for_url(parts.scheme, host.lower())
+                req = client.build_request(
                     method,
                     target,
                     headers=headers,
@@ -109,7 +145,7 @@ class HttpFetcher:
                     timeout=timeout,
                     extensions={"sni_hostname": host},
                 )
-                response = await self._client.send(req, stream=True, follow_redirects=False)
+                response = await client.send(req, stream=True, follow_redirects=False)
                 try:
                     body = await self._read(response, emit if request.relay else None)
                 finally:

@@ -76,8 +76,10 @@ class MemoryKeyValueStore:
             raise HostCallError("quota_exceeded", f"kv keys are at most {self.max_key_bytes} bytes")
         if len(value) > self.max_value_bytes:
             raise HostCallError("quota_exceeded", f"kv values are at most {self.max_value_bytes} bytes")
-        old = self._data.get((namespace, key))
         used = self._usage.setdefault(namespace, [0, 0])
+        if used[1] >= self.max_namespace_keys or used[0] + len(key) + len(value) > self.max_namespace_bytes:
+            self._sweep()  # expired keys must not count against the quota
+        old = self._data.get((namespace, key))
         size = len(key.encode()) + len(value)
         grow = size - (len(key.encode()) + len(old[0]) if old is not None else 0)
         if old is None and used[1] >= self.max_namespace_keys:
@@ -140,6 +142,9 @@ class MemoryKeyValueStore:
     def _wrote(self) -> None:
         self._writes += 1
         if self._writes % self._sweep_every == 0:
-            now = self._clock()
-            for namespace, key in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
-                self._remove(namespace, key)
+            self._sweep()
+
+    def _sweep(self) -> None:
+        now = self._clock()
+        for namespace, key in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
+            self._remove(namespace, key)

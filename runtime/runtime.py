@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import httpx
 import msgspec
 import wasmtime
 
@@ -43,7 +42,7 @@ from .cache import CompileCache
 from .config import DeployOptions, RuntimeConfig
 from .deployment import Deployment, FunctionStats, Strategies
 from .engine import EpochTicker, build_engine
-from .fetch import FetchPolicy, HttpFetcher
+from .fetch import FetchPolicy, HttpClients, HttpFetcher
 from .kv import MemoryKeyValueStore
 from .module import ModuleSource, read_module_source
 from .registry import ActorRegistry
@@ -91,7 +90,7 @@ class Runtime:
             if self.config.secrets_file:
                 secrets = secrets.merged(SecretStore.from_file(self.config.secrets_file))
         self.secrets = secrets
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpClients | None = None
         self.engine, fingerprint = build_engine(self.config)
         self.cache = CompileCache(
             self.engine, fingerprint, self.config.resolved_cache_dir() if self.config.cache_enabled else None
@@ -120,7 +119,7 @@ class Runtime:
         await self._task_group.__aenter__()
         self._scheduler = LoopScheduler(self._task_group, clock=self._bridge.clock)
         # One client for every guest fetch: connection pooling, no proxies from the environment.
-        self._http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._http = HttpClients()
         self._ticker.start()
         self._open = True
         return self

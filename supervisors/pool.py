@@ -225,7 +225,11 @@ class Pool:
     # --- children -----------------------------------------------------------------------
 
     def _start_actor(self) -> Actor:
-        actor = self._spawn()
+        try:
+            actor = self._spawn()
+        except Exception as exc:  # an inline actor that cannot start (thread actors end instead)
+            self._start_failure = ExitReason("start_failed", f"{type(exc).__name__}: {exc}")
+            raise
         self._actors[actor] = None
         actor.on_exit(self._actor_ended)
         available, self._available = self._available, None

@@ -20,7 +20,8 @@ Beyond OTP, each child may have a restart backoff (Akka's formula, see
 :mod:`.backoff`), and stopping a child gives work in flight a grace period
 before a hard kill.  Everything runs on the event-loop thread and, apart from
 backoff and grace timers (through a :class:`~.protocol.Scheduler`), is
-synchronous: a WASM actor starts in microseconds.
+synchronous: ``start`` returns a child at once (a thread-mode WASM actor then
+finishes starting on its own thread, and reports a failed start as an exit).
 """
 
 from __future__ import annotations
