@@ -306,12 +306,11 @@ class Runtime:
     async def _check_started(self, deployment: Deployment) -> None:
         """Wait for the first actors (thread actors start on their own threads); a guest
         that cannot start fails its deploy.  An empty pool starts one actor to check."""
-        actors = deployment.actors
-        check = None if actors else deployment.spawn_actor()
-        for actor in actors or [check]:
-            assert actor is not None
+        check = None if deployment.actors else deployment.spawn_actor()
+        actors = deployment.actors if check is None else [check]
+        for actor in actors:
             await actor.wait_started()
-        failed = next((a.start_error for a in actors or [check] if a is not None and a.start_error), None)
+        failed = next((a.start_error for a in actors if a.start_error is not None), None)
         if check is not None:
             check.stop(ExitReason("normal", "start-up check"))
         if failed is not None:
