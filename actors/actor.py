@@ -119,6 +119,7 @@ class Actor:
         policy: ActorPolicy,
         bridge: LoopBridge,
         ticker: TickDemand,
+        starter: ActorThread | None = None,
     ) -> None:
         self.ref = ref
         self.policy = policy
@@ -131,6 +132,9 @@ class Actor:
         self._spec = spec
         self._bridge = bridge
         self._ticker = ticker
+        #: Where a thread actor's guest starts: a thread shared by the runtime (so an
+        #: idle actor owns no thread), or the actor's own thread.
+        self._starter = starter
         self._inline = policy.mode == "inline"
         self._instance: WasmInstance | None = None
         self._thread: ActorThread | None = None if self._inline else ActorThread(f"wasmhive-{ref.function}-{ref.id}")
@@ -157,7 +161,7 @@ class Actor:
         with reason ``start_failed`` (its queued messages get ActorCrashed).
         """
         self._ticker.begin()
-        if self._thread is None:
+        if self._thread is None or not (self._spec.starts_guest_code or self._spec.js_source is not None):
             try:
                 self._instance = spawn_instance(self._spec, self.ref.id)
             finally:
@@ -165,13 +169,13 @@ class Actor:
             self.state = ActorState.IDLE
             self._ready.set()
             return
-        self._thread.submit(self._start_job)
+        (self._starter or self._thread).submit(self._start_job)
 
     async def wait_started(self) -> None:
         """Wait until the actor has started (or ended trying)."""
         await self._ready.wait()
 
-    def _start_job(self) -> None:  # on the actor thread
+    def _start_job(self) -> None:  # on the starter thread (the Store then moves to the actor thread)
         try:
             instance: WasmInstance | None = spawn_instance(self._spec, self.ref.id)
             error: WasmhiveError | None = None

@@ -85,6 +85,9 @@ class InstanceSpec:
     max_payload_bytes: int
     #: A WASI command (exports ``_start``): a fresh instance runs per call.
     command: bool = False
+    #: Whether starting an instance runs guest code (a start function, ``_initialize``
+    #: or ``wh_init``); if not, a thread actor may start on the loop (it is quick and bounded).
+    starts_guest_code: bool = True
     #: Total bytes one call may emit as stream chunks (further chunks are dropped).
     max_stream_bytes: int = 64 * 1024 * 1024
     #: Largest table (elements) a guest may have; tables are host memory too.

@@ -28,6 +28,7 @@ from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ExitReason
+from wasmhive.actors.worker import ActorThread
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.backoff import BackoffPolicy, RestartBackoff
 from wasmhive.supervisors.breaker import BreakerPolicy, CircuitBreaker
@@ -104,6 +105,7 @@ class Deployment:
         registry: ActorRegistry,
         bridge: LoopBridge,
         ticker: EpochTicker,
+        starter: ActorThread,
         scheduler: Scheduler,
         events: EventBus,
         shutdown_grace: float,
@@ -117,6 +119,7 @@ class Deployment:
         self._registry = registry
         self._bridge = bridge
         self._ticker = ticker
+        self._starter = starter
         self._clock: Callable[[], float] = scheduler.now
         self._scheduler = scheduler
         self._events = events
@@ -197,7 +200,9 @@ class Deployment:
         return self._spawn()
 
     def _spawn(self) -> Actor:
-        actor = Actor(self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker)
+        actor = Actor(
+            self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker, self._starter
+        )
         actor.start()
         actor.on_exit(self._ended)
         self._registry.add(actor)

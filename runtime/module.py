@@ -50,6 +50,26 @@ def read_module_source(function: str, source: ModuleSource) -> bytes:
         ) from None
 
 
+def has_start_function(wasm: bytes) -> bool:
+    """Whether a wasm binary has a start section: guest code that runs at instantiation."""
+    position = 8  # magic and version
+    while position < len(wasm):
+        section = wasm[position]
+        position += 1
+        size = shift = 0
+        while True:  # unsigned LEB128
+            byte = wasm[position]
+            position += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if section == 8:
+            return True
+        position += size
+    return False
+
+
 @dataclass(frozen=True)
 class ModuleInfo:
     """What the runtime needs to know about a validated module."""

@@ -31,6 +31,7 @@ from wasmhive.actors.host import Fetcher, KeyValueStore
 from wasmhive.actors.messages import RUNTIME_CLOSING, ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
+from wasmhive.actors.worker import ActorThread
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.breaker import BreakerPolicy
 from wasmhive.supervisors.bulkhead import BulkheadPolicy
@@ -44,7 +45,7 @@ from .deployment import Deployment, FunctionStats, Strategies
 from .engine import EpochTicker, build_engine
 from .fetch import FetchPolicy, HttpClients, HttpFetcher
 from .kv import MemoryKeyValueStore
-from .module import ModuleSource, read_module_source
+from .module import ModuleSource, has_start_function, read_module_source
 from .registry import ActorRegistry
 from .secrets import SecretStore
 from .spec import build_instance_spec
@@ -96,6 +97,8 @@ class Runtime:
             self.engine, fingerprint, self.config.resolved_cache_dir() if self.config.cache_enabled else None
         )
         self._ticker = EpochTicker(self.engine, self.config.epoch_tick)
+        #: Starts thread actors' guests (one thread for all: idle actors own no thread).
+        self._starter = ActorThread("wasmhive-starter")
         self._registry = ActorRegistry()
         self._deployments: dict[str, Deployment] = {}
         self._reserved: set[str] = set()
@@ -151,8 +154,9 @@ class Runtime:
                 for actor in actors:
                     await actor.wait_stopped()
             started = [actor for actor in actors if actor.thread_started]
-            if started:
-                await anyio.to_thread.run_sync(_join_all, started, 5.0)
+            self._starter.stop()
+            await anyio.to_thread.run_sync(_join_all, started, 5.0)
+            await anyio.to_thread.run_sync(self._starter.join, 5.0)
         self._deployments.clear()
         self._ticker.stop()
         if self._http is not None:
@@ -249,7 +253,7 @@ class Runtime:
                 from wasmhive.actors.js import build_js_spec, js_runtime_path
 
                 source = _read_js(name, module)
-                compiled, digest = await anyio.to_thread.run_sync(self._compile, name, js_runtime_path())
+                compiled, digest, _ = await anyio.to_thread.run_sync(self._compile, name, js_runtime_path())
                 spec = build_js_spec(
                     name,
                     source,
@@ -262,7 +266,7 @@ class Runtime:
                     fetch=self._fetcher(fetch),
                 )
             else:  # --- end JS ---
-                compiled, digest = await anyio.to_thread.run_sync(self._compile, name, module)
+                compiled, digest, has_start = await anyio.to_thread.run_sync(self._compile, name, module)
                 spec = build_instance_spec(
                     name,
                     compiled,
@@ -272,6 +276,7 @@ class Runtime:
                     kv=self.kv,
                     secrets=granted,
                     fetch=self._fetcher(fetch),
+                    has_start_function=has_start,
                 )
             self._check_open()
             assert self._bridge is not None and self._scheduler is not None
@@ -284,6 +289,7 @@ class Runtime:
                 registry=self._registry,
                 bridge=self._bridge,
                 ticker=self._ticker,
+                starter=self._starter,
                 scheduler=self._scheduler,
                 events=self.events,
                 shutdown_grace=self.config.shutdown_grace,
@@ -327,12 +333,14 @@ class Runtime:
         assert self._http is not None and self._bridge is not None
         return HttpFetcher(policy, self._http, self._bridge).fetch
 
-    def _compile(self, name: str, module: ModuleSource) -> tuple[wasmtime.Module, str]:
+    def _compile(self, name: str, module: ModuleSource) -> tuple[wasmtime.Module, str, bool]:
+        """The compiled module, its digest, and whether it has a start function."""
         wasm = read_module_source(name, module)
         try:
-            return self.cache.load(wasm)
+            compiled, digest = self.cache.load(wasm)
         except wasmtime.WasmtimeError as exc:
             raise InvalidModule(f"the module does not validate: {_first_line(exc)}", function=name) from None
+        return compiled, digest, has_start_function(wasm)
 
     async def undeploy(self, name: str) -> None:
         """Stop a function's actors (calls in flight finish; queued ones fail) and forget it."""

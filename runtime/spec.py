@@ -26,6 +26,7 @@ def build_instance_spec(
     kv: KeyValueStore,
     secrets: Mapping[str, str] | None = None,
     fetch: Fetcher | None = None,
+    has_start_function: bool = True,
 ) -> InstanceSpec:
     """Check ``module`` against ABI v1, link its imports, and fix its limits.
 
@@ -64,5 +65,6 @@ def build_instance_spec(
         max_stream_bytes=config.max_stream_bytes,
         max_table_elements=config.max_table_elements,
         command=info.command,
+        starts_guest_code=has_start_function or info.has_initialize or info.has_init,
         call_path=config.call_path,
     )

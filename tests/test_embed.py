@@ -51,7 +51,7 @@ def test_runtime_threads_are_named_so_the_leak_check_sees_them() -> None:
             return sorted(t.name for t in threading.enumerate() if t.name.startswith("wasmhive"))
 
     names = anyio.run(main, backend="trio")
-    assert names == ["wasmhive-echo-1", "wasmhive-epoch"]
+    assert {"wasmhive-echo-1", "wasmhive-epoch"} <= set(names) <= {"wasmhive-echo-1", "wasmhive-epoch", "wasmhive-starter"}
 
 
 @pytest.mark.parametrize("mode", ["inline", "thread"])

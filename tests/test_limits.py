@@ -133,3 +133,31 @@ async def test_null_from_wh_alloc_is_out_of_memory(rt: Runtime) -> None:
         await rt.invoke("null", b"payload")
     # an empty payload needs no memory: wh_alloc(0) may return anything
     assert await rt.invoke("null", b"") == b""
+
+
+async def test_a_start_function_that_never_ends_fails_the_deploy_without_holding_the_loop(cache_dir: object) -> None:
+    from wasmhive.runtime.module import has_start_function
+
+    spinning_start = guests.module(
+        "(call $pack (local.get $ptr) (local.get $len))",
+        extra="(func $spin (loop $forever (br $forever))) (start $spin)",
+    )
+    import wasmtime
+
+    assert has_start_function(wasmtime.wat2wasm(spinning_start))
+    assert not has_start_function(wasmtime.wat2wasm(guests.ECHO))
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), init_timeout=0.3)) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(heartbeat)
+            with pytest.raises(InvalidModule, match="CallTimeout"):
+                await rt.deploy("spin", spinning_start.encode())  # thread mode: starts off the loop
+            nursery.cancel_scope.cancel()
+    assert ticks >= 10  # the loop kept running while the guest spun
