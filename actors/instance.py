@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from ctypes import POINTER, c_uint64, c_void_p
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
@@ -297,12 +297,9 @@ class WasmInstance:
 
     def check_deadline(self) -> None:
         """From host code the guest waits in: raise the call's fault if it is killed or out of time."""
-        if self._killed:
-            raise ActorKilled(f"{self._where} was killed", function=self.function)
-        if time.monotonic() >= self._deadline:
-            timeout = self.spec.timeout if self._where == "wh_handle" else self.spec.init_timeout
-            message = f"{self._where} ran past the timeout of {timeout:g}s"
-            raise CallTimeout(message, function=self.function, timeout=timeout)
+        fault = self._overdue()
+        if fault is not None:
+            raise fault
 
     @property
     def deadline(self) -> float:
@@ -321,15 +318,24 @@ class WasmInstance:
         # With the deadline callback, check every few ticks (kill, grace); without it, arm it all.
         return min(_CHECK_TICKS, ticks) if ffi.AVAILABLE else ticks
 
+    #: The name ``_where`` has while a call (not start-up) runs.
+    CALL_PHASE: ClassVar[str] = "wh_handle"
+
+    def _overdue(self) -> WasmhiveError | None:
+        """The fault that must end the guest now (killed, or out of time), if any."""
+        if self._killed:
+            return ActorKilled(f"{self._where} was killed", function=self.function)
+        if time.monotonic() >= self._deadline:
+            timeout = self.spec.timeout if self._where == self.CALL_PHASE else self.spec.init_timeout
+            message = f"{self._where} ran past the timeout of {timeout:g}s"
+            return CallTimeout(message, function=self.function, timeout=timeout)
+        return None
+
     def _deadline_reached(self, delta: Any, kind: Any) -> int | None:
         """The epoch deadline came (on the guest's thread): stop the guest or let it go on."""
-        if self._killed:
-            self.record_fault(ActorKilled(f"{self._where} was killed", function=self.function))
-            return _interrupt()
-        if time.monotonic() >= self._deadline:
-            timeout = self.spec.timeout if self._where == "wh_handle" else self.spec.init_timeout
-            message = f"{self._where} ran past the timeout of {timeout:g}s"
-            self.record_fault(CallTimeout(message, function=self.function, timeout=timeout))
+        fault = self._overdue()
+        if fault is not None:
+            self.record_fault(fault)
             return _interrupt()
         delta[0] = self._ticks_until(self._deadline)
         kind[0] = ffi.UPDATE_DEADLINE_CONTINUE

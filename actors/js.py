@@ -37,7 +37,6 @@ import wasmtime
 from . import ffi
 from .errors import (
     ActorKilled,
-    CallTimeout,
     GuestError,
     GuestTrap,
     HostError,
@@ -47,7 +46,7 @@ from .errors import (
     WasmhiveError,
 )
 from .host import Fetcher, HostServices, KeyValueStore, current, dispatch_host_call
-from .instance import ChunkSink, InstanceSpec, WasmInstance, _interrupt
+from .instance import ChunkSink, InstanceSpec, WasmInstance
 
 __all__ = ["BOOTSTRAP", "JsInstance", "build_js_spec", "js_runtime_path"]
 
@@ -225,6 +224,8 @@ def _from_wire(value: Any) -> Any:
 
 class JsInstance(WasmInstance):
     """A QuickJS runtime running one user script; module state lives between calls."""
+
+    CALL_PHASE = "handler"
 
     def __init__(self, spec: InstanceSpec, actor_id: int | None = None) -> None:
         super().__init__(spec, actor_id)
@@ -441,19 +442,6 @@ class JsInstance(WasmInstance):
                 limit=spec.max_payload_bytes,
             )
         return reply
-
-    def _deadline_reached(self, delta: Any, kind: Any) -> int | None:
-        if self._killed:
-            self.record_fault(ActorKilled(f"{self._where} was killed", function=self.function))
-            return _interrupt()
-        if time.monotonic() >= self._deadline:
-            timeout = self.spec.timeout if self._where == "handler" else self.spec.init_timeout
-            message = f"{self._where} ran past the timeout of {timeout:g}s"
-            self.record_fault(CallTimeout(message, function=self.function, timeout=timeout))
-            return _interrupt()
-        delta[0] = self._ticks_until(self._deadline)
-        kind[0] = ffi.UPDATE_DEADLINE_CONTINUE
-        return None
 
     # --- on the engine thread (from fd_read / fd_write) ----------------------------
 
