@@ -20,7 +20,15 @@ from wasmtime import _ffi as wasmtime_ffi
 
 from wasmhive.actors import ffi
 
-__all__ = ["EXTISM_ECHO_WAT", "DirectEcho", "check_echo", "check_echo_async", "extism_echo"]
+__all__ = [
+    "EXTISM_ECHO_WAT",
+    "SPIN_WAT",
+    "DirectEcho",
+    "check_echo",
+    "check_echo_async",
+    "extism_echo",
+    "spin_payload",
+]
 
 _U32 = 0xFFFFFFFF
 _U64 = (1 << 64) - 1
@@ -57,6 +65,44 @@ EXTISM_ECHO_WAT = r"""
     (call $output_set (local.get $out) (local.get $n))
     (i32.const 0)))
 """
+
+#: An ABI v1 guest whose calls take a controlled time: ``wh_handle`` reads a
+#: little-endian u32 ``n`` from the first 4 bytes of the payload (0 if shorter),
+#: runs ``n`` steps of a linear congruential generator (about 1.1 ns each on the
+#: benchmark machine), keeps the result in a global so the loop has an effect,
+#: and echoes the payload.  No imports, so a call never leaves the guest.
+SPIN_WAT = r"""
+(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (global $sink (mut i32) (i32.const 0))
+  (func (export "wh_alloc") (param $size i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $ptr))
+  (func (export "wh_handle") (param $ptr i32) (param $len i32) (result i64)
+    (local $n i32) (local $acc i32)
+    (global.set $heap (i32.const 1024))
+    (if (i32.ge_u (local.get $len) (i32.const 4))
+      (then (local.set $n (i32.load (local.get $ptr)))))
+    (local.set $acc (global.get $sink))
+    (block $done
+      (loop $spin
+        (br_if $done (i32.eqz (local.get $n)))
+        (local.set $acc (i32.add (i32.mul (local.get $acc) (i32.const 1103515245)) (i32.const 12345)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $spin)))
+    (global.set $sink (local.get $acc))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))))
+"""
+
+
+def spin_payload(iterations: int) -> bytes:
+    """The payload that makes a :data:`SPIN_WAT` call run ``iterations`` loop steps."""
+    return iterations.to_bytes(4, "little")
+
 
 #: Payload sizes used to check that a caller really echoes (word and byte tails).
 _CHECK_SIZES = (0, 1, 7, 8, 9, 64, 1000)

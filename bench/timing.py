@@ -15,6 +15,7 @@ __all__ = [
     "max_map_count",
     "percentile",
     "rss_bytes",
+    "thread_count",
     "time_async_round",
     "time_sync_round",
 ]
@@ -108,6 +109,14 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def thread_count() -> int:
+    """OS threads of this process (``Threads`` in ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise RuntimeError("Threads not found in /proc/self/status")
 
 
 def map_count() -> int:
