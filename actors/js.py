@@ -27,7 +27,6 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +44,10 @@ from .errors import (
     PayloadTooLarge,
     WasmhiveError,
 )
-from .host import Fetcher, HostServices, KeyValueStore, current, dispatch_host_call
+from .host import current, dispatch_host_call
 from .instance import ChunkSink, InstanceSpec, WasmInstance
 
-__all__ = ["BOOTSTRAP", "JsInstance", "build_js_spec", "js_runtime_path"]
+__all__ = ["BOOTSTRAP", "JsInstance", "js_linker", "js_runtime_path"]
 
 
 _EBADF = 8
@@ -72,21 +71,8 @@ def js_runtime_path() -> Path:
 # --- building the spec ---------------------------------------------------------------
 
 
-def build_js_spec(
-    name: str,
-    source: str,
-    module: wasmtime.Module,
-    options: Any,
-    config: Any,
-    *,
-    engine: wasmtime.Engine,
-    kv: KeyValueStore,
-    secrets: Mapping[str, str] | None = None,
-    fetch: Fetcher | None = None,
-) -> InstanceSpec:
-    """An :class:`InstanceSpec` running ``source`` on the QuickJS ``module``."""
-    if "\0" in source:
-        raise InvalidModule("the JavaScript source contains a NUL character", function=name)
+def js_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
+    """A linker for the QuickJS reactor: WASI, with stdin/stdout/timers served by the JS actor."""
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     linker.allow_shadowing = True
@@ -95,30 +81,7 @@ def build_js_spec(
     linker.define_func("wasi_snapshot_preview1", "fd_read", ty, _fd_read, access_caller=True)
     linker.define_func("wasi_snapshot_preview1", "fd_write", ty, _fd_write, access_caller=True)
     linker.define_func("wasi_snapshot_preview1", "poll_oneoff", ty, _poll_oneoff, access_caller=True)
-    try:
-        pre = linker.instantiate_pre(module)
-    except wasmtime.WasmtimeError as exc:
-        raise InvalidModule(f"cannot link QuickJS: {exc}", function=name) from None
-    return InstanceSpec(
-        function=name,
-        engine=engine,
-        instance_pre=pre,
-        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
-        timeout=options.call_timeout,
-        init_timeout=config.init_timeout,
-        tick=config.epoch_tick,
-        memory_limit=options.memory_limit,
-        fuel=options.fuel,
-        fuel_enabled=config.fuel,
-        uses_wasi=True,
-        has_initialize=True,
-        has_init=False,
-        max_payload_bytes=config.max_payload_bytes,
-        max_stream_bytes=config.max_stream_bytes,
-        max_table_elements=config.max_table_elements,
-        call_path="public",
-        js_source=source,
-    )
+    return linker
 
 
 # --- WASI stdio on the engine thread ---------------------------------------------------

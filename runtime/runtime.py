@@ -48,7 +48,7 @@ from .kv import MemoryKeyValueStore
 from .module import ModuleSource, has_start_function, read_module_source
 from .registry import ActorRegistry
 from .secrets import SecretStore
-from .spec import build_instance_spec
+from .spec import build_instance_spec, build_js_spec
 
 __all__ = ["Runtime", "RuntimeStats"]
 
@@ -250,7 +250,7 @@ class Runtime:
             # Reading and compiling can take a while (seconds for big modules): off the loop.
             # --- JS actors (actors/js.py): kind="js" or a path ending in .js ---
             if _is_js(module, kind):
-                from wasmhive.actors.js import build_js_spec, js_runtime_path
+                from wasmhive.actors.js import js_runtime_path
 
                 source = _read_js(name, module)
                 compiled, digest, _ = await anyio.to_thread.run_sync(self._compile, name, js_runtime_path())

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import wasmtime
 
 from wasmhive.actors.errors import InvalidModule
 from wasmhive.actors.host import Fetcher, HostServices, KeyValueStore, define_host_imports
 from wasmhive.actors.instance import InstanceSpec
+from wasmhive.actors.js import js_linker
 
 from .config import DeployOptions, RuntimeConfig
 from .module import inspect_module
 
-__all__ = ["build_instance_spec"]
+__all__ = ["build_instance_spec", "build_js_spec"]
 
 
 def build_instance_spec(
@@ -52,19 +54,59 @@ def build_instance_spec(
         engine=engine,
         instance_pre=pre,
         services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
-        timeout=options.call_timeout,
-        init_timeout=config.init_timeout,
-        tick=config.epoch_tick,
-        memory_limit=options.memory_limit,
-        fuel=options.fuel,
-        fuel_enabled=config.fuel,
         uses_wasi=info.uses_wasi,
         has_initialize=info.has_initialize,
         has_init=info.has_init,
-        max_payload_bytes=config.max_payload_bytes,
-        max_stream_bytes=config.max_stream_bytes,
-        max_table_elements=config.max_table_elements,
         command=info.command,
         starts_guest_code=has_start_function or info.has_initialize or info.has_init,
         call_path=config.call_path,
+        **_limits(options, config),
     )
+
+
+def build_js_spec(
+    name: str,
+    source: str,
+    module: wasmtime.Module,
+    options: DeployOptions,
+    config: RuntimeConfig,
+    *,
+    engine: wasmtime.Engine,
+    kv: KeyValueStore,
+    secrets: Mapping[str, str] | None = None,
+    fetch: Fetcher | None = None,
+) -> InstanceSpec:
+    """An :class:`InstanceSpec` running JavaScript ``source`` on the QuickJS reactor ``module``."""
+    if "\0" in source:
+        raise InvalidModule("the JavaScript source contains a NUL character", function=name)
+    try:
+        pre = js_linker(engine).instantiate_pre(module)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidModule(f"cannot link QuickJS: {exc}", function=name) from None
+    return InstanceSpec(
+        function=name,
+        engine=engine,
+        instance_pre=pre,
+        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
+        uses_wasi=True,
+        has_initialize=True,
+        has_init=False,
+        call_path="public",
+        js_source=source,
+        **_limits(options, config),
+    )
+
+
+def _limits(options: DeployOptions, config: RuntimeConfig) -> dict[str, Any]:
+    """The InstanceSpec fields that come from the deployment's options and the runtime's config."""
+    return {
+        "timeout": options.call_timeout,
+        "init_timeout": config.init_timeout,
+        "tick": config.epoch_tick,
+        "memory_limit": options.memory_limit,
+        "fuel": options.fuel,
+        "fuel_enabled": config.fuel,
+        "max_payload_bytes": config.max_payload_bytes,
+        "max_stream_bytes": config.max_stream_bytes,
+        "max_table_elements": config.max_table_elements,
+    }
