@@ -176,6 +176,9 @@ class Actor:
         await self._ready.wait()
 
     def _start_job(self) -> None:  # on the starter thread (the Store then moves to the actor thread)
+        if self.state is not ActorState.STARTING:  # stopped or killed while waiting to start: skip
+            self._bridge.call_soon(self._started, None, None)
+            return
         try:
             instance: WasmInstance | None = spawn_instance(self._spec, self.ref.id)
             error: WasmhiveError | None = None

@@ -67,7 +67,10 @@ class LoopBridge:
 
                 return asyncio.run_coroutine_threadsafe(main(), loop).result()
 
-            return cls(loop.call_soon_threadsafe, threading.get_ident(), library, run_on_asyncio)
+            def schedule_on_asyncio(fn: Callable[..., Any], *args: Any) -> None:
+                loop.call_soon_threadsafe(_as_asyncio, fn, *args)
+
+            return cls(schedule_on_asyncio, threading.get_ident(), library, run_on_asyncio)
         raise RuntimeError(f"wasmhive runs under trio or asyncio, not {library}")
 
     def on_loop_thread(self) -> bool:
@@ -86,3 +89,16 @@ class LoopBridge:
             self._schedule(fn, *args)
         except RuntimeError:  # the loop is closed (trio.RunFinishedError is a RuntimeError)
             pass
+
+
+def _as_asyncio(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a loop callback where sniffio (and so anyio) can tell it runs under asyncio.
+
+    asyncio callbacks run outside any task, where anyio cannot find the loop;
+    callbacks that start timers or tasks need it.
+    """
+    token = sniffio.current_async_library_cvar.set("asyncio")
+    try:
+        fn(*args)
+    finally:
+        sniffio.current_async_library_cvar.reset(token)

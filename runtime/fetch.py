@@ -8,6 +8,7 @@ thread and runs the request on the loop through the runtime's bridge.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,15 +70,15 @@ class HttpClients:
     """
 
     def __init__(self, max_tls_hosts: int = 64) -> None:
+        self._tls_context = ssl.create_default_context()  # shared: making one per client is slow
         self._plain = self._new()
         self._tls: dict[str, httpx.AsyncClient] = {}
         self._retired: list[httpx.AsyncClient] = []
         self._max_tls_hosts = max_tls_hosts
 
-    @staticmethod
-    def _new() -> httpx.AsyncClient:
+    def _new(self) -> httpx.AsyncClient:
         # No proxies from the environment: requests go to the address we checked.
-        return httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        return httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=self._tls_context)
 
     def for_url(self, scheme: str, host: str) -> httpx.AsyncClient:
         if scheme != "https":

@@ -42,6 +42,7 @@ class MemoryKeyValueStore:
         self._clock = clock or time.monotonic
         self._data: dict[tuple[str, str], tuple[bytes, float | None]] = {}
         self._usage: dict[str, list[int]] = {}  # namespace -> [bytes, keys]
+        self._last_sweep = float("-inf")
         self.max_value_bytes = max_value_bytes
         self.max_key_bytes = max_key_bytes
         self.max_namespace_bytes = max_namespace_bytes
@@ -77,8 +78,9 @@ class MemoryKeyValueStore:
         if len(value) > self.max_value_bytes:
             raise HostCallError("quota_exceeded", f"kv values are at most {self.max_value_bytes} bytes")
         used = self._usage.setdefault(namespace, [0, 0])
-        if used[1] >= self.max_namespace_keys or used[0] + len(key) + len(value) > self.max_namespace_bytes:
-            self._sweep()  # expired keys must not count against the quota
+        full = used[1] >= self.max_namespace_keys or used[0] + len(key.encode()) + len(value) > self.max_namespace_bytes
+        if full and self._clock() - self._last_sweep >= 1.0:
+            self._sweep()  # expired keys must not count against the quota (at most once a second)
         old = self._data.get((namespace, key))
         size = len(key.encode()) + len(value)
         grow = size - (len(key.encode()) + len(old[0]) if old is not None else 0)
@@ -145,6 +147,6 @@ class MemoryKeyValueStore:
             self._sweep()
 
     def _sweep(self) -> None:
-        now = self._clock()
+        now = self._last_sweep = self._clock()
         for namespace, key in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
             self._remove(namespace, key)

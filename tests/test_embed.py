@@ -14,6 +14,7 @@ from helpers import eventually
 from wasmhive.runtime import (
     ActorKilled,
     ActorState,
+    GuestTrap,
     Runtime,
     RuntimeClosed,
     RuntimeConfig,
@@ -166,3 +167,15 @@ async def test_close_does_not_hang_on_a_guest_blocked_by_a_reader_that_stopped_r
         assert len(await chunks.__anext__()) == 4096  # then stop reading: the pipe fills up
         await eventually(lambda: rt.state(ref) is ActorState.BUSY)
     await chunks.aclose()
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+async def test_a_crashed_actor_is_restarted_under_either_backend(config: RuntimeConfig, mode: str) -> None:
+    # (Under asyncio, thread callbacks run outside any task: restart timers must still start.)
+    async with Runtime(config) as rt:
+        await rt.deploy("t", guests.ECHO_OR_TRAP.encode(), mode=mode)
+        with pytest.raises(GuestTrap):
+            await rt.invoke("t", b"!")
+        await eventually(lambda: rt.stats().functions["t"].instances == 1)
+        assert await rt.invoke("t", b"back") == b"back"
+        assert rt.stats().functions["t"].restarts == 1
