@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from wasmhive.runtime import Runtime, RuntimeConfig
+
+# Shared 2-core machines are noisy: no per-example deadline, no "too slow" health check.
+settings.register_profile("wasmhive", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("wasmhive")
 
 
 @pytest.fixture(scope="session")
