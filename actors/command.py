@@ -17,7 +17,7 @@ import time
 import wasmtime
 from wasmtime import _ffi as wasmtime_ffi
 
-from .errors import GuestError, PayloadTooLarge, WasmhiveError
+from .errors import GuestError, WasmhiveError
 from .host import current
 from .instance import ChunkSink, InstanceSpec, WasmInstance
 
@@ -42,13 +42,7 @@ class WasiCommand(WasmInstance):
     def handle(self, payload: bytes, sink: ChunkSink | None = None) -> bytes:
         """Run the program with ``payload`` as stdin; stdout goes to ``sink``.  Returns b""."""
         spec = self.spec
-        if len(payload) > spec.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"payload of {len(payload)} bytes is over max_payload_bytes={spec.max_payload_bytes}",
-                function=self.function,
-                size=len(payload),
-                limit=spec.max_payload_bytes,
-            )
+        self._check_size(len(payload), "payload")
         stderr = bytearray()
         self._sink = sink
         self._pending = None

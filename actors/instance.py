@@ -237,13 +237,8 @@ class WasmInstance:
         """
         spec = self.spec
         n = len(payload)
-        if n > spec.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"payload of {n} bytes is over max_payload_bytes={spec.max_payload_bytes}",
-                function=self.function,
-                size=n,
-                limit=spec.max_payload_bytes,
-            )
+        if n > spec.max_payload_bytes:  # (checked inline: this is the hot path)
+            self._check_size(n, "payload")
         ctx = self._ctx
         self._where = "wh_handle"
         self._deadline = time.monotonic() + spec.timeout
@@ -274,12 +269,7 @@ class WasmInstance:
             pending, self._pending = self._pending, None
             raise pending
         if reply_len > spec.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"reply of {reply_len} bytes is over max_payload_bytes={spec.max_payload_bytes}",
-                function=self.function,
-                size=reply_len,
-                limit=spec.max_payload_bytes,
-            )
+            self._check_size(reply_len, "reply")
         try:
             return self._read(reply_ptr, reply_len)
         except AbiViolation as exc:
@@ -340,6 +330,17 @@ class WasmInstance:
         delta[0] = self._ticks_until(self._deadline)
         kind[0] = ffi.UPDATE_DEADLINE_CONTINUE
         return None
+
+    def _check_size(self, size: int, what: str) -> None:
+        """Refuse a payload or reply over ``max_payload_bytes`` (not a fault: the actor lives on)."""
+        limit = self.spec.max_payload_bytes
+        if size > limit:
+            raise PayloadTooLarge(
+                f"{what} of {size} bytes is over max_payload_bytes={limit}",
+                function=self.function,
+                size=size,
+                limit=limit,
+            )
 
     # Called by host functions while the guest runs -----------------------------
 

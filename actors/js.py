@@ -41,7 +41,6 @@ from .errors import (
     HostError,
     InvalidModule,
     OutOfMemory,
-    PayloadTooLarge,
     WasmhiveError,
 )
 from .host import current, dispatch_host_call
@@ -358,13 +357,7 @@ class JsInstance(WasmInstance):
     def handle(self, payload: bytes, sink: ChunkSink | None = None) -> bytes:
         spec = self.spec
         n = len(payload)
-        if n > spec.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"payload of {n} bytes is over max_payload_bytes={spec.max_payload_bytes}",
-                function=self.function,
-                size=n,
-                limit=spec.max_payload_bytes,
-            )
+        self._check_size(n, "payload")
         if self._thread is None or not self._thread.is_alive():
             raise GuestTrap("the JavaScript engine is not running", function=self.function)
         self._sink = sink
@@ -397,13 +390,7 @@ class JsInstance(WasmInstance):
             raise GuestError(message, function=self.function, stack=stack)
         assert kind == "reply"
         reply: bytes = data
-        if len(reply) > spec.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"reply of {len(reply)} bytes is over max_payload_bytes={spec.max_payload_bytes}",
-                function=self.function,
-                size=len(reply),
-                limit=spec.max_payload_bytes,
-            )
+        self._check_size(len(reply), "reply")
         return reply
 
     # --- on the engine thread (from fd_read / fd_write) ----------------------------
