@@ -12,6 +12,7 @@ module (or ``main.add_command(...)`` from another one).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +102,38 @@ def build(
     kind = "command" if command else "reactor"
     elapsed = time.monotonic() - started
     click.echo(f"{module}  ({module.stat().st_size} bytes, {kind}, {elapsed:.1f} s)")
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A TOML config file (docs/api.md#configuration).  [default: all defaults]",
+)
+@click.option("--host", help="Address to bind.  [default: server.host, 127.0.0.1]")
+@click.option("--port", type=int, help="Port to bind (0: any free port).  [default: server.port, 8080]")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Registry, modules and compile cache.  [default: data_dir, ~/.local/share/wasmhive]",
+)
+def serve(config_path: Path | None, host: str | None, port: int | None, data_dir: Path | None) -> None:
+    """Run the daemon: the HTTP API to deploy, version, alias and invoke functions (docs/api.md).
+
+    Stops gracefully on SIGTERM or SIGINT.  An invalid config exits with status 2.
+    """
+    from .daemon.config import ConfigError, load_config
+    from .daemon.server import run_daemon
+
+    try:
+        config = load_config(config_path, host=host, port=port, data_dir=data_dir)
+        config.check_bind()
+    except ConfigError as exc:
+        click.echo(f"wasmhive serve: invalid config: {exc.message}", err=True)
+        sys.exit(2)
+    run_daemon(config)
 
 
 if __name__ == "__main__":

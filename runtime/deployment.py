@@ -19,15 +19,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import anyio
 import msgspec
 
-from wasmhive.actors.actor import Actor
+from wasmhive.actors.actor import Actor, CallHook
 from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
-from wasmhive.actors.messages import ExitReason
+from wasmhive.actors.messages import ActorRef, ExitReason
 from wasmhive.actors.worker import ActorThread
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.backoff import BackoffPolicy, RestartBackoff
@@ -42,12 +43,19 @@ from .config import DeployOptions
 from .engine import EpochTicker
 from .registry import ActorRegistry
 
-__all__ = ["POOL_RESTART_BACKOFF", "Deployment", "FunctionStats", "Strategies"]
+__all__ = ["POOL_RESTART_BACKOFF", "Deployment", "FunctionStats", "Strategies", "last_actor"]
 
 logger = logging.getLogger("wasmhive.runtime")
 
 #: Backoff between restarts of a whole pool that gave up.
 POOL_RESTART_BACKOFF = BackoffPolicy(min_backoff=1.0, max_backoff=30.0, random_factor=0.2)
+
+_last_actor: ContextVar[ActorRef | None] = ContextVar("wasmhive_last_actor", default=None)
+
+
+def last_actor() -> ActorRef | None:
+    """The actor the latest call (or stream) made from the current task went to (for logs)."""
+    return _last_actor.get()
 
 
 class Strategies(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +151,8 @@ class Deployment:
         self._failures_of_dead = 0
         self.retries = 0
         self.rejections = 0
+        #: Set on every actor of the function, now and later (see ``set_call_hook``).
+        self._call_hook: CallHook | None = None
 
     def start(self) -> Deployment:
         """Start the pool's first actors.  Raises the typed error if the guest cannot start."""
@@ -199,10 +209,20 @@ class Deployment:
         """Start an actor outside the pool (the runtime's start-up check of an empty pool)."""
         return self._spawn()
 
+    def set_call_hook(self, hook: CallHook | None) -> None:
+        """Give every actor of the function, live and future, this call hook (None: remove it).
+
+        See :data:`wasmhive.actors.actor.CallHook`: tools only (the stress harness).
+        """
+        self._call_hook = hook
+        for actor in self.pool.actors:
+            actor.call_hook = hook
+
     def _spawn(self) -> Actor:
         actor = Actor(
             self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker, self._starter
         )
+        actor.call_hook = self._call_hook
         actor.start()
         actor.on_exit(self._ended)
         self._registry.add(actor)
@@ -221,6 +241,7 @@ class Deployment:
         if self._plain:
             actor = pool.pick(key)
             if actor is not None:  # the common case: no strategies, a live actor
+                _last_actor.set(actor.ref)
                 pool.in_flight += 1
                 pool.arrivals += 1
                 try:
@@ -270,6 +291,7 @@ class Deployment:
         started = time.perf_counter()  # (a duration: any clock will do, this one is cheap)
         try:
             actor = pool.pick(key) or await pool.acquire(key)
+            _last_actor.set(actor.ref)
             result = await actor.ask(payload)
         except WasmhiveError as exc:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
@@ -296,7 +318,9 @@ class Deployment:
         apply (a stream cannot be replayed once chunks reached the caller).
         """
         self.pool.arrivals += 1
-        return await self.pool.acquire(key)
+        actor = await self.pool.acquire(key)
+        _last_actor.set(actor.ref)
+        return actor
 
     # --- observing ------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The wasmhive daemon: HTTP API, registry, metrics."""

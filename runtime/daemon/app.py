@@ -1,0 +1,551 @@
+"""The daemon's HTTP API as an ASGI application (Starlette), documented in docs/api.md.
+
+Admin routes (deploy, alias, delete) need ``Authorization: Bearer <token>``
+when a token is configured.  Invocation routes never do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wasmhive.actors.errors import InvalidConfig, PayloadTooLarge, WasmhiveError
+from wasmhive.runtime.deployment import last_actor
+
+from .config import DaemonConfig, FunctionOptions
+from .errors import BadRequest, Forbidden, RequestTimeout, ShuttingDown, Unauthorized, retry_after, status_of
+from .metrics import DaemonMetrics
+from .service import FunctionService
+
+__all__ = ["AccessLog", "DaemonApp", "build_app"]
+
+_json = msgspec.json.Encoder()
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+_OPENAPI = Path(__file__).with_name("openapi.json")
+_SCALAR_OPTIONS = {
+    "mode": str,
+    "timeout": float,
+    "memory_limit": int,
+    "fuel": int,
+    "mailbox_size": int,
+    "overflow": str,
+    "mailbox_wait": float,
+    "instances": int,
+}
+JSON = "application/json"
+
+
+class AccessLog:
+    """One JSON line per invocation (function, version, actor, outcome, duration, request id)."""
+
+    def __init__(self, enabled: bool, stream: Any = None) -> None:
+        self.enabled = enabled
+        self._stream = stream if stream is not None else sys.stderr
+
+    def write(self, **fields: Any) -> None:
+        if self.enabled:
+            self._stream.write(_json.encode(fields).decode() + "\n")
+            self._stream.flush()
+
+
+class DaemonApp:
+    """Request handlers bound to one service; :meth:`asgi` is the ASGI application."""
+
+    def __init__(
+        self,
+        service: FunctionService,
+        config: DaemonConfig,
+        metrics: DaemonMetrics,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.metrics = metrics
+        self.log = access_log or AccessLog(config.server.access_log)
+        self._token = config.admin_token()
+        self._max_body = config.server.max_body_bytes
+        self._timeout = config.server.request_timeout
+        #: Set when the daemon stops accepting: /readyz answers 503.
+        self.draining = False
+        self._calls: set[anyio.CancelScope] = set()
+        self._shutdown_cancelled = False
+        self.asgi = build_app(self)
+
+    # --- shutdown ----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations being answered now."""
+        return len(self._calls)
+
+    def cancel_calls(self) -> None:
+        """The grace period is over: calls still running are answered with 503 ShuttingDown."""
+        self._shutdown_cancelled = True
+        for scope in list(self._calls):
+            scope.cancel()
+
+    # --- probes ------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        if self.draining:
+            return _json_response({"status": "draining"}, 503)
+        if not self.service.ready:
+            return _json_response({"status": "starting"}, 503)
+        body: dict[str, Any] = {"status": "ready", "functions": len(self.service.store.functions())}
+        if self.service.broken:
+            body["broken"] = self.service.broken
+        return _json_response(body)
+
+    async def metrics_page(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return Response(body, headers={"content-type": content_type})
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(_OPENAPI.read_bytes(), media_type=JSON)
+
+    async def bare(self, request: Request) -> Response:
+        """The benchmark's baseline: the request body back, through the same server, no function."""
+        body = await self._body(request)
+        return Response(body, media_type="application/octet-stream")
+
+    # --- functions ---------------------------------------------------------------------
+
+    async def list_functions(self, request: Request) -> Response:
+        return _json_response({"functions": self.service.list()})
+
+    async def show_function(self, request: Request) -> Response:
+        return _json_response(self.service.describe(request.path_params["name"]))
+
+    async def deploy(self, request: Request) -> Response:
+        self._authorize(request)
+        name = request.path_params["name"]
+        body = await self._body(request)
+        options = _deploy_options(request)
+        kind = _module_kind(request, body, options)
+        record = await self.service.deploy(name, body, kind=kind, options=options)
+        return _json_response(msgspec.to_builtins(record), 201)
+
+    async def delete_function(self, request: Request) -> Response:
+        self._authorize(request)
+        records = await self.service.delete_function(request.path_params["name"])
+        return _json_response({"deleted": [r.version for r in records]})
+
+    async def show_version(self, request: Request) -> Response:
+        record = self.service.store.version(request.path_params["name"], request.path_params["version"])
+        return _json_response(msgspec.to_builtins(record))
+
+    async def delete_version(self, request: Request) -> Response:
+        self._authorize(request)
+        record = await self.service.delete_version(request.path_params["name"], request.path_params["version"])
+        return _json_response({"deleted": [record.version]})
+
+    async def list_aliases(self, request: Request) -> Response:
+        return _json_response({"aliases": self.service.describe(request.path_params["name"])["aliases"]})
+
+    async def set_alias(self, request: Request) -> Response:
+        self._authorize(request)
+        weights = _weights(await self._body(request))
+        name, alias = request.path_params["name"], request.path_params["alias"]
+        result = await self.service.set_alias(name, alias, weights)
+        return _json_response({"name": name, "alias": alias, "weights": {str(v): w for v, w in result.items()}})
+
+    async def delete_alias(self, request: Request) -> Response:
+        self._authorize(request)
+        await self.service.delete_alias(request.path_params["name"], request.path_params["alias"])
+        return Response(status_code=204)
+
+    # --- invoking ----------------------------------------------------------------------
+
+    async def invoke(self, request: Request) -> Response:
+        """The request body is the payload; the response body is the reply (SSE if asked for)."""
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return await self.stream(request)
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        target = request.path_params["target"]
+        name, version = target.partition("@")[0], None
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
+        self._calls.add(scope)
+        self.metrics.request_started(name, None)
+        size, reply, error = 0, b"", None
+        try:
+            with scope:
+                payload = await self._body(request)
+                size = len(payload)
+                name, version = self.service.resolve(target)
+                reply = await self.service.invoke(name, version, payload, key=request.headers.get("x-wasmhive-key"))
+            if scope.cancelled_caught:
+                error = self._cancelled(name)
+        except WasmhiveError as exc:
+            error = exc
+        finally:
+            self._calls.discard(scope)
+        outcome = "ok" if error is None else type(error).__name__
+        elapsed = time.perf_counter() - started
+        self.metrics.request_finished(self._label(name, version), version, outcome, elapsed)
+        response = Response(reply) if error is None else self._error_response(error, request_id)
+        if version is not None:
+            response.headers["x-wasmhive-version"] = str(version)
+        response.headers["x-request-id"] = request_id
+        self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, len(reply))
+        return response
+
+    async def stream(self, request: Request) -> Response:
+        """Chunks as they are emitted: chunked transfer, or Server-Sent Events when asked for."""
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        target = request.path_params["target"]
+        sse = "text/event-stream" in request.headers.get("accept", "")
+        name, version = target.partition("@")[0], None
+        scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
+        self._calls.add(scope)
+        self.metrics.request_started(name, None)
+        chunks: AsyncIterator[bytes] | None = None
+        first: bytes | None = None
+        try:
+            with scope:
+                payload = await self._body(request)
+                name, version = self.service.resolve(target)
+                chunks = self.service.stream(name, version, payload, key=request.headers.get("x-wasmhive-key"))
+                first = await anext(chunks, None)  # an error before the first chunk gets its own status
+            if scope.cancelled_caught:
+                raise self._cancelled(name)
+        except WasmhiveError as exc:
+            self._calls.discard(scope)
+            if chunks is not None:
+                await chunks.aclose()  # type: ignore[attr-defined]
+            outcome = type(exc).__name__
+            elapsed = time.perf_counter() - started
+            self.metrics.request_finished(self._label(name, version), version, outcome, elapsed)
+            response = self._error_response(exc, request_id)
+            if sse:  # still an event stream, so that EventSource clients see the error
+                event = _sse_event("error", _error_body(exc, request_id))
+                response = _sse_response([event], status=response.status_code)
+            response.headers["x-request-id"] = request_id
+            self._log_call(request_id, name, version, outcome, response.status_code, elapsed, 0, 0)
+            return response
+        assert chunks is not None and version is not None
+        self._calls.discard(scope)
+        relay_scope = anyio.CancelScope(deadline=scope.deadline)
+        self._calls.add(relay_scope)
+        headers = {"x-request-id": request_id, "x-wasmhive-version": str(version)}
+        body = self._relay(chunks, first, relay_scope, sse, request_id, name, version, started)
+        if sse:
+            headers["cache-control"] = "no-cache"
+            return _StreamResponse(body, headers=headers, media_type="text/event-stream")
+        return _StreamResponse(body, headers=headers, media_type="application/octet-stream")
+
+    async def _relay(
+        self,
+        chunks: AsyncIterator[bytes],
+        first: bytes | None,
+        scope: anyio.CancelScope,
+        sse: bool,
+        request_id: str,
+        name: str,
+        version: int,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        sent = 0
+        outcome = "ok"
+        error: WasmhiveError | None = None
+        try:
+            with scope:
+                chunk = first
+                while chunk is not None:
+                    sent += len(chunk)
+                    yield _sse_chunk(chunk) if sse else chunk
+                    chunk = await anext(chunks, None)
+            if scope.cancelled_caught:
+                error = self._cancelled(name)
+        except WasmhiveError as exc:
+            error = exc
+        finally:
+            self._calls.discard(scope)
+            await chunks.aclose()  # type: ignore[attr-defined]
+            if error is not None:
+                outcome = type(error).__name__
+            elapsed = time.perf_counter() - started
+            self.metrics.request_finished(name, version, outcome, elapsed)
+            status = 200 if error is None else status_of(error)
+            self._log_call(request_id, name, version, outcome, status, elapsed, 0, sent)
+        if error is not None:
+            if sse:
+                yield _sse_event("error", _error_body(error, request_id))
+            else:  # the status is gone: cut the chunked body short, which a client sees as an error
+                raise _StreamAborted()
+        elif sse:
+            yield _sse_event("done", _json.encode({"version": version, "request_id": request_id}))
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _label(self, name: str, version: int | None) -> str:
+        """Metrics label of a function: unknown names share one, so clients cannot add series."""
+        return name if version is not None else "_unresolved"
+
+    def _cancelled(self, name: str) -> WasmhiveError:
+        if self._shutdown_cancelled:
+            return ShuttingDown("the daemon is shutting down and the grace period is over", function=name)
+        return RequestTimeout(f"no answer within server.request_timeout={self._timeout:g} s", function=name)
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("this request needs 'Authorization: Bearer <admin token>'")
+        if not hmac.compare_digest(token.strip().encode(), self._token.encode()):
+            raise Forbidden("the admin token is wrong")
+
+    async def _body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over server.max_body_bytes={self._max_body}",
+                size=int(length),
+                limit=self._max_body,
+            )
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > self._max_body:
+                raise PayloadTooLarge(
+                    f"request body is over server.max_body_bytes={self._max_body}", size=size, limit=self._max_body
+                )
+            parts.append(part)
+        return b"".join(parts)
+
+    def _error_response(self, error: WasmhiveError, request_id: str) -> Response:
+        status = status_of(error)
+        response = Response(_error_body(error, request_id), status_code=status, media_type=JSON)
+        wait = retry_after(error, anyio.current_time())
+        if wait is not None and status in (429, 503):
+            response.headers["retry-after"] = str(wait)
+        if status == 401:
+            response.headers["www-authenticate"] = 'Bearer realm="wasmhive"'
+        return response
+
+    def _log_call(
+        self,
+        request_id: str,
+        name: str,
+        version: int | None,
+        outcome: str,
+        status: int,
+        elapsed: float,
+        size_in: int,
+        size_out: int,
+    ) -> None:
+        if not self.log.enabled:
+            return
+        actor = last_actor()
+        self.log.write(
+            ts=round(time.time(), 6),
+            request_id=request_id,
+            function=name,
+            version=version,
+            actor=actor.id if actor is not None and version is not None else None,
+            outcome=outcome,
+            status=status,
+            duration_ms=round(elapsed * 1000, 3),
+            bytes_in=size_in,
+            bytes_out=size_out,
+        )
+
+    async def handle_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, WasmhiveError)
+        return self._error_response(exc, _request_id(request))
+
+
+class _StreamAborted(Exception):
+    """Raised by a chunked body after its call failed: the response ends without its last chunk."""
+
+
+class _StreamResponse(Response):
+    """Sends each chunk as soon as it is produced; stops early when the client goes away.
+
+    When the body raises :class:`_StreamAborted` the response ends without
+    its final empty chunk: the server closes the connection and the client
+    sees a cut body (its status line was already sent).
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], *, headers: dict[str, str], media_type: str) -> None:
+        super().__init__(None, headers=headers, media_type=media_type)
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # chunked
+        self._chunks = body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            try:
+                async for chunk in self._chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except _StreamAborted:
+                group.cancel_scope.cancel()
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel_scope.cancel()
+
+
+def build_app(handlers: DaemonApp) -> Starlette:
+    """The routes of the API (docs/api.md)."""
+    h = handlers
+    routes = [
+        Route("/healthz", h.healthz, methods=["GET"]),
+        Route("/readyz", h.readyz, methods=["GET"]),
+        Route("/metrics", h.metrics_page, methods=["GET"]),
+        Route("/openapi.json", h.openapi, methods=["GET"]),
+        Route("/v1/functions", h.list_functions, methods=["GET"]),
+        Route("/v1/functions/{name}", h.show_function, methods=["GET"]),
+        Route("/v1/functions/{name}", h.deploy, methods=["POST"]),
+        Route("/v1/functions/{name}", h.delete_function, methods=["DELETE"]),
+        Route("/v1/functions/{name}/versions/{version:int}", h.show_version, methods=["GET"]),
+        Route("/v1/functions/{name}/versions/{version:int}", h.delete_version, methods=["DELETE"]),
+        Route("/v1/functions/{name}/aliases", h.list_aliases, methods=["GET"]),
+        Route("/v1/functions/{name}/aliases/{alias}", h.set_alias, methods=["PUT"]),
+        Route("/v1/functions/{name}/aliases/{alias}", h.delete_alias, methods=["DELETE"]),
+        Route("/v1/invoke/{target}", h.invoke, methods=["POST"]),
+        Route("/v1/stream/{target}", h.stream, methods=["POST"]),
+    ]
+    if h.config.server.bench_endpoint:
+        routes.append(Route("/v1/bare", h.bare, methods=["POST"]))
+    handler: Callable[[Request, Exception], Awaitable[Response]] = h.handle_error
+    return Starlette(routes=routes, exception_handlers={WasmhiveError: handler})  # type: ignore[dict-item]
+
+
+# --- request parsing -------------------------------------------------------------------
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return os.urandom(12).hex()
+
+
+def _deploy_options(request: Request) -> FunctionOptions:
+    """Options from the ``X-Wasmhive-Options`` JSON header and scalar query parameters (which win)."""
+    data: dict[str, Any] = {}
+    header = request.headers.get("x-wasmhive-options")
+    if header:
+        try:
+            parsed = json.loads(header)
+        except ValueError:
+            raise BadRequest("the X-Wasmhive-Options header is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise BadRequest("the X-Wasmhive-Options header must be a JSON object")
+        data.update(parsed)
+    for key, value in request.query_params.items():
+        if key == "kind":
+            data["kind"] = value
+        elif key == "secrets":
+            data["secrets"] = [s for s in value.split(",") if s]
+        elif key in _SCALAR_OPTIONS:
+            try:
+                data[key] = _SCALAR_OPTIONS[key](value)
+            except ValueError:
+                raise BadRequest(f"query parameter {key}={value!r} is not a {_SCALAR_OPTIONS[key].__name__}") from None
+        else:
+            raise BadRequest(f"unknown query parameter {key!r} (options: kind, secrets, {', '.join(_SCALAR_OPTIONS)})")
+    try:
+        return FunctionOptions.from_json(data)
+    except WasmhiveError as exc:
+        raise InvalidConfig(exc.message) from None
+
+
+def _module_kind(request: Request, body: bytes, options: FunctionOptions) -> str:
+    """``wasm`` (binary or WAT) or ``js``: from ?kind=, else the content type, else the bytes."""
+    if options.kind is not None:
+        return options.kind
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("application/javascript", "text/javascript", "application/x-javascript"):
+        return "js"
+    if content_type in ("application/wasm", "text/wat", "application/wat"):
+        return "wasm"
+    if body.startswith(b"\0asm") or body.lstrip().startswith((b"(module", b"(;", b";;")):
+        return "wasm"
+    raise BadRequest(
+        "cannot tell whether the body is wasm or JavaScript: send Content-Type application/wasm "
+        "or application/javascript (or ?kind=wasm|js)"
+    )
+
+
+def _weights(body: bytes) -> dict[int, int]:
+    """``3``, ``{"version": 3}`` or ``{"2": 90, "3": 10}`` -> {version: weight}."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise BadRequest('the alias body must be JSON: a version number or {"2": 90, "3": 10}') from None
+    if isinstance(data, int) and not isinstance(data, bool):
+        return {data: 100}
+    if isinstance(data, dict) and set(data) == {"version"} and isinstance(data["version"], int):
+        return {data["version"]: 100}
+    if isinstance(data, dict) and data:
+        weights: dict[int, int] = {}
+        for key, weight in data.items():
+            if not str(key).isdigit() or not isinstance(weight, int) or isinstance(weight, bool):
+                raise BadRequest(f"alias weights map version numbers to integer weights, got {key!r}: {weight!r}")
+            weights[int(key)] = weight
+        return weights
+    raise BadRequest('the alias body must be a version number or {"2": 90, "3": 10}')
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def _json_response(data: Any, status: int = 200) -> Response:
+    return Response(_json.encode(data), status_code=status, media_type=JSON)
+
+
+def _error_body(error: WasmhiveError, request_id: str) -> bytes:
+    body: dict[str, Any] = {"error": type(error).__name__, "message": error.message}
+    if error.function is not None:
+        body["function"] = error.function
+    body["request_id"] = request_id
+    return _json.encode(body)
+
+
+def _sse_event(event: str, data: bytes) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _sse_chunk(chunk: bytes) -> bytes:
+    """A chunk as an SSE event: text as ``data:`` lines, anything else base64 (``event: chunk-base64``)."""
+    try:
+        text = chunk.decode()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\r" in text:
+        return _sse_event("chunk-base64", base64.b64encode(chunk))
+    return b"event: chunk\n" + b"".join(b"data: " + line.encode() + b"\n" for line in text.split("\n")) + b"\n"
+
+
+def _sse_response(events: list[bytes], status: int) -> Response:
+    return Response(b"".join(events), status_code=status, media_type="text/event-stream")
