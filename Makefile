@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-## run: the demo that deploys the bundled example modules and calls them
+## run: the daemon on 127.0.0.1:8080 with the bundled examples (examples/wasmhive.toml)
 run: $(VENV)/.installed
+	$(BIN)/wasmhive serve --config examples/wasmhive.toml
+
+## demo: the embedding demo (deploys the example modules in-process and calls them)
+demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
 ## test: the whole test suite

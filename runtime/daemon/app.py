@@ -527,7 +527,12 @@ def _json_response(data: Any, status: int = 200) -> Response:
 def _error_body(error: WasmhiveError, request_id: str) -> bytes:
     body: dict[str, Any] = {"error": type(error).__name__, "message": error.message}
     if error.function is not None:
-        body["function"] = error.function
+        # A version runs as the runtime deployment "<name>.<version>": say it the API's way.
+        name, dot, version = error.function.rpartition(".")
+        if dot and version.isdigit():
+            body["function"], body["version"] = name, int(version)
+        else:
+            body["function"] = error.function
     body["request_id"] = request_id
     return _json.encode(body)
 

@@ -176,6 +176,10 @@ class BundledFunction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     options: FunctionOptions = FunctionOptions()
     #: Extra aliases to point at the deployed version (``latest`` always is).
     aliases: list[str] = []
+    #: A payload shown in the start-up banner's example commands.
+    example: str | None = None
+    #: The banner shows the streaming route for this function.
+    streams: bool = False
 
 
 class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from wasmhive.runtime.runtime import Runtime
 
 from .app import DaemonApp
+from .banner import banner
 from .config import DaemonConfig
 from .metrics import DaemonMetrics
 from .service import FunctionService
@@ -118,5 +119,7 @@ def run_daemon(config: DaemonConfig) -> None:
     def ready(binds: list[str]) -> None:
         for url in binds:
             print(f"wasmhive: listening on {url}", flush=True)
+        if config.deploy and binds:
+            print(banner(config, binds[0]), flush=True)
 
     trio.run(partial(serve, config, on_ready=ready))
