@@ -47,7 +47,16 @@ from .monitor import Monitor
 from .sinks import ChunkCollector, ChunkPipe
 from .worker import ActorThread
 
-__all__ = ["Actor", "ActorPolicy", "Envelope", "ExecutionMode", "Overflow", "TickDemand", "spawn_instance"]
+__all__ = [
+    "Actor",
+    "ActorPolicy",
+    "CallHook",
+    "Envelope",
+    "ExecutionMode",
+    "Overflow",
+    "TickDemand",
+    "spawn_instance",
+]
 
 logger = logging.getLogger("wasmhive.actors")
 
@@ -103,6 +112,13 @@ class Envelope:
 
 ExitCallback = Callable[["Actor", ExitReason], None]
 
+#: Called with ``(actor, instance, payload)`` on the thread that runs the guest, just
+#: before each call enters it.  Only tools set one (the stress harness counts
+#: executions at the guest boundary and injects faults through it, docs/stress.md);
+#: unset, it costs one ``is not None`` check per call.  An exception it raises fails
+#: the call as an internal error, so it must not raise.
+CallHook = Callable[["Actor", WasmInstance, bytes], None]
+
 NORMAL_EXIT = ExitReason("normal")
 
 #: Inline fast-path calls between two real checkpoints (see Actor.ask).
@@ -148,6 +164,8 @@ class Actor:
         self._ready = anyio.Event()
         self._monitors: list[Monitor] = []
         self._exit_callbacks: list[ExitCallback] = []
+        #: See :data:`CallHook` (set by ``Deployment.set_call_hook``).
+        self.call_hook: CallHook | None = None
 
     # --- life cycle -----------------------------------------------------------
 
@@ -432,6 +450,9 @@ class Actor:
         instance = self._instance
         assert instance is not None
         try:
+            hook = self.call_hook
+            if hook is not None:
+                hook(self, instance, message.payload)
             return Reply(instance.handle(message.payload, sink)), None
         except WasmhiveError as exc:
             reason = ExitReason(getattr(exc, "exit_kind", "fault"), str(exc)) if exc.fatal else None

@@ -120,6 +120,11 @@ class WasmInstance:
         self._emitted = 0
 
         self._killed = False
+        #: The limits calls run under: the deployment's, unless a fault injection changed them
+        #: (see "fault injection" below).
+        self._timeout = spec.timeout
+        self._fuel = spec.fuel
+        self._memory_limit = spec.memory_limit
         self._where = "start-up"
         self._deadline = time.monotonic() + spec.init_timeout
         self._store: wasmtime.Store
@@ -241,15 +246,16 @@ class WasmInstance:
             self._check_size(n, "payload")
         ctx = self._ctx
         self._where = "wh_handle"
-        self._deadline = time.monotonic() + spec.timeout
+        self._deadline = time.monotonic() + self._timeout
+        fuel = self._fuel
         if ffi.AVAILABLE:
             ffi.set_epoch_deadline(ctx, self._first_ticks)
-            if spec.fuel is not None:
-                ffi.set_fuel(ctx, spec.fuel)
+            if fuel is not None:
+                ffi.set_fuel(ctx, fuel)
         else:  # pragma: no cover - depends on the wasmtime build
             self._store.set_epoch_deadline(self._first_ticks)
-            if spec.fuel is not None:
-                self._store.set_fuel(spec.fuel)
+            if fuel is not None:
+                self._store.set_fuel(fuel)
         self._sink = sink
         self._pending = None
         self._emitted = 0
@@ -299,6 +305,44 @@ class WasmInstance:
     def shorten_deadline(self, seconds: float) -> None:
         """Let the running call go on for at most ``seconds`` more (from any thread)."""
         self._deadline = min(self._deadline, time.monotonic() + seconds)
+
+    # Fault injection (the stress harness, docs/stress.md) -------------------------------
+    # Each is called on the thread that runs the guest, between two calls (from an
+    # actor's call hook), and changes only what the next calls meet; the real fault
+    # path (epoch deadline, store limits, fuel metering) does the rest.
+
+    def expire_next_call(self) -> None:
+        """The next call runs out of time at its first deadline check: :class:`CallTimeout`, as an overrun."""
+        self._timeout = 0.0
+        self._first_ticks = 0
+
+    def kill_next_call(self) -> None:
+        """Kill the instance now, so the next call stops at its first deadline check: :class:`ActorKilled`."""
+        self._killed = True
+        self._first_ticks = 0
+
+    def limit_memory(self, limit: int | None = None) -> None:
+        """Lower the store's memory limit (default: the current size): the guest's next ``memory.grow`` is refused.
+
+        A guest that traps on the refusal ends with :class:`OutOfMemory` (the usual inference
+        of ``_memory_exhausted``, against this limit).  A guest that never grows is not affected.
+        """
+        self._check_open()
+        new = self.memory_size() if limit is None else limit
+        self._memory_limit = new
+        self._store.set_limits(
+            memory_size=new,
+            table_elements=self.spec.max_table_elements,
+            instances=1,
+            tables=8,
+            memories=1,
+        )
+
+    def drain_fuel(self) -> None:
+        """The next call starts with no fuel: it traps at once with :class:`FuelExhausted` (needs fuel metering)."""
+        if not self.spec.fuel_enabled:
+            raise RuntimeError("fuel metering is off: RuntimeConfig(fuel=True) is needed")
+        self._fuel = 0
 
     def _ticks_for(self, seconds: float) -> int:
         return max(1, int(-(-seconds // self.spec.tick))) + 1
@@ -512,9 +556,9 @@ class WasmInstance:
             code not in _NOT_MEMORY_TRAPS and self._memory_exhausted()
         ):
             return OutOfMemory(
-                f"{where} ran out of memory: memory_limit={spec.memory_limit} bytes reached ({message})",
+                f"{where} ran out of memory: memory_limit={self._memory_limit} bytes reached ({message})",
                 function=fn,
-                memory_limit=spec.memory_limit,
+                memory_limit=self._memory_limit,
             )
         frames = []
         if isinstance(exc, wasmtime.Trap):
@@ -541,7 +585,7 @@ class WasmInstance:
         a rule: the guest trapped while using more than three quarters of its
         memory limit (or less than a page below it).
         """
-        limit = self.spec.memory_limit
+        limit = self._memory_limit
         if limit is None or not hasattr(self, "_memory"):
             return False
         _, size = self._bounds()

@@ -365,7 +365,7 @@ class JsInstance(WasmInstance):
         self._emitted = 0
         line = b'{"b64":"' + base64.b64encode(payload) + b'"}\n'
         with self._cond:
-            self._request_deadline = time.monotonic() + spec.timeout
+            self._request_deadline = time.monotonic() + self._timeout
             self._inbox += line
             self._cond.notify_all()
         try:
@@ -413,8 +413,8 @@ class JsInstance(WasmInstance):
             self._deadline = deadline
             if ffi.AVAILABLE:
                 ffi.set_epoch_deadline(self._ctx, self._first_ticks)
-                if self.spec.fuel is not None:
-                    ffi.set_fuel(self._ctx, self.spec.fuel)
+                if self._fuel is not None:
+                    ffi.set_fuel(self._ctx, self._fuel)
         return data
 
     def _sleep(self, seconds: float) -> None:

@@ -136,5 +136,16 @@ def serve(config_path: Path | None, host: str | None, port: int | None, data_dir
     run_daemon(config)
 
 
+# deploy, invoke, ls, alias, rm: clients of a running daemon (runtime/daemon/commands.py)
+from .daemon.commands import register as _register_daemon_commands  # noqa: E402
+
+_register_daemon_commands(main)
+
+# stress: the fault-injection harness (runtime/stress/, docs/stress.md)
+from .stress.command import stress as _stress  # noqa: E402
+
+main.add_command(_stress)
+
+
 if __name__ == "__main__":
     main()

@@ -373,7 +373,14 @@ class Runtime:
             payload = _as_bytes(payload)
         if len(payload) > self._max_payload:
             raise self._too_large(name, payload)
-        return await deployment.call(payload, key)
+        try:
+            return await deployment.call(payload, key)
+        except WasmhiveError:
+            # A refusal (full mailbox, open breaker, ...) can come without any wait: yield
+            # once, so that a caller retrying in a loop cannot starve the event loop.
+            assert self._bridge is not None
+            await self._bridge.checkpoint()
+            raise
 
     async def stream(self, name: str, payload: bytes, *, key: str | None = None) -> AsyncIterator[bytes]:
         """Call function ``name`` and yield each chunk it emits, then its reply (if non-empty).
@@ -432,6 +439,16 @@ class Runtime:
         return await actor.ask(_as_bytes(payload))
 
     # --- observing --------------------------------------------------------------------
+
+    def deployment(self, name: str) -> Deployment:
+        """The :class:`Deployment` of function ``name``: its pool, actors and strategies.
+
+        For tools that look inside a function (the stress harness); calls go through :meth:`invoke`.
+        """
+        deployment = self._deployments.get(name)
+        if deployment is None:
+            raise self._unknown(name)
+        return deployment
 
     def functions(self) -> list[str]:
         """Names of the deployed functions."""

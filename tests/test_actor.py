@@ -58,6 +58,25 @@ async def test_messages_are_handled_one_at_a_time_in_arrival_order(rt: Runtime) 
     assert sorted(replies) == [(i, i + 1) for i in range(30)]
 
 
+async def test_a_caller_retrying_refusals_in_a_loop_cannot_starve_the_loop(rt: Runtime) -> None:
+    # A full mailbox refuses at once; the refusal must still yield, or a loop of
+    # retries would never let the blocked call's reply (from the actor thread) in.
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=0, overflow="reject")
+    results: dict[str, object] = {}
+    refused = 0
+    async with trio.open_nursery() as nursery:
+        await start_blocked(rt, nursery, "g", results)
+        release(rt, "g")
+        with trio.fail_after(10):
+            while "blocked" not in results:
+                try:
+                    await rt.invoke("g", b"again")
+                except MailboxFull:
+                    refused += 1
+    assert results["blocked"] == b"?wait"
+    assert refused > 0
+
+
 async def test_reject_overflow_fails_at_once_and_drops_nothing(rt: Runtime) -> None:
     await rt.deploy("g", guests.GATED.encode(), mailbox_size=2, overflow="reject")
     results: dict[str, object] = {}

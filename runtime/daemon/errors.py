@@ -33,6 +33,7 @@ __all__ = [
     "RequestTimeout",
     "ShuttingDown",
     "Unauthorized",
+    "VersionUnavailable",
     "retry_after",
     "status_of",
 ]
@@ -52,6 +53,10 @@ class Forbidden(WasmhiveError):
 
 class RequestTimeout(WasmhiveError):
     """The request took longer than ``server.request_timeout``."""
+
+
+class VersionUnavailable(WasmhiveError):
+    """The version a target resolved to is recorded but could not be started (see /readyz)."""
 
 
 class ShuttingDown(WasmhiveError):
@@ -74,6 +79,7 @@ _STATUSES: tuple[tuple[type[WasmhiveError], int], ...] = (
     (CircuitOpen, 503),
     (RuntimeClosed, 503),
     (ShuttingDown, 503),
+    (VersionUnavailable, 503),
     (CallTimeout, 504),
     (RequestTimeout, 504),
     (GuestError, 422),

@@ -22,10 +22,11 @@ from typing import Any
 import anyio
 import msgspec
 
-from wasmhive.actors.errors import InvalidConfig, InvalidModule, UnknownFunction, WasmhiveError
+from wasmhive.actors.errors import InvalidConfig, UnknownFunction, WasmhiveError
 from wasmhive.runtime.runtime import Runtime
 
 from .config import DaemonConfig, FunctionOptions
+from .errors import VersionUnavailable
 from .metrics import VersionStats
 from .store import FunctionStore, VersionRecord
 
@@ -241,7 +242,7 @@ class FunctionService:
     def _deployed(self, name: str, version: int) -> str:
         target = runtime_name(name, version)
         if target in self.broken:
-            raise InvalidModule(f"{name}@{version} could not be started: {self.broken[target]}", function=name)
+            raise VersionUnavailable(f"{name}@{version} could not be started: {self.broken[target]}", function=name)
         return target
 
     # --- observing ---------------------------------------------------------------------------
