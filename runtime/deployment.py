@@ -26,7 +26,7 @@ import msgspec
 
 from wasmhive.actors.actor import Actor, CallHook
 from wasmhive.actors.bridge import LoopBridge
-from wasmhive.actors.errors import CircuitOpen, MailboxFull, WasmhiveError
+from wasmhive.actors.errors import ActorCrashed, CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ActorRef, ExitReason
 from wasmhive.actors.worker import ActorThread
@@ -297,7 +297,14 @@ class Deployment:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
             if breaker is not None:
-                breaker.record_failure(time.perf_counter() - started, exc)
+                if isinstance(exc, ActorCrashed) and exc.details.get("reason") != "start_failed":
+                    # Queued behind another call's crash, never run: that crash was recorded
+                    # as its own call's failure; counting its bystanders too would open the
+                    # breaker on one fault.  (Retry may re-run them: they never started.)
+                    # An actor that cannot start at all still counts.
+                    breaker.record_ignored()
+                else:
+                    breaker.record_failure(time.perf_counter() - started, exc)
             raise
         except BaseException:
             if breaker is not None:

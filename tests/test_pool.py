@@ -172,6 +172,35 @@ async def test_breaker_opens_and_fails_fast_and_retry_does_not_hammer_it(config:
         assert rt.stats().functions["t"].rejections >= 1
 
 
+async def test_calls_queued_behind_a_crash_do_not_count_against_the_breaker(config: RuntimeConfig) -> None:
+    # One actor: "!" waits for "go", then traps; three calls queue behind it and fail
+    # with ActorCrashed without running.  One fault, one counted failure.
+    async with Runtime(config) as rt:
+        await rt.deploy("g", guests.GATED.encode(), breaker=BreakerPolicy(failure_threshold=2, wait_in_open=60))
+        outcomes: list[object] = []
+
+        async def call(payload: bytes) -> None:
+            try:
+                outcomes.append(await rt.invoke("g", payload))
+            except Exception as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, b"!crash")
+            await eventually(lambda: rt.stats().functions["g"].states.get("busy") == 1)
+            for payload in (b"q1", b"q2", b"q3"):
+                nursery.start_soon(call, payload)
+            await eventually(lambda: rt.stats().functions["g"].queued == 3)
+            rt.kv.set("g", "go", b"1")
+        assert sorted(type(o).__name__ for o in outcomes) == ["ActorCrashed"] * 3 + ["GuestTrap"]
+        assert rt.stats().functions["g"].breaker_state == "CLOSED"
+        await settled(rt, "g")
+        rt.kv.set("g", "go", b"1")
+        with pytest.raises(GuestTrap):  # a second real fault in a row does open it
+            await rt.invoke("g", b"!")
+        assert rt.stats().functions["g"].breaker_state == "OPEN"
+
+
 async def test_bulkhead_refuses_beyond_its_limits(config: RuntimeConfig) -> None:
     async with Runtime(config) as rt:
         await rt.deploy(

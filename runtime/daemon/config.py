@@ -154,6 +154,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: Serve ``POST /v1/bare``, which answers with the request body without any
     #: function (for the HTTP benchmark's baseline).
     bench_endpoint: bool = False
+    #: Append one JSON line per guest entry to this file (for ``wasmhive stress``
+    #: against a daemon: it counts executions at the guest boundary).  Off: None.
+    trace_executions: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -283,7 +286,10 @@ def _resolve_paths(config: DaemonConfig, base: Path) -> DaemonConfig:
     if runtime.secrets_file is not None:
         runtime = msgspec.structs.replace(runtime, secrets_file=resolve(runtime.secrets_file))
     data_dir = resolve(config.data_dir) if config.data_dir else None
-    config = msgspec.structs.replace(config, deploy=deploy, runtime=runtime, data_dir=data_dir)
+    server = config.server
+    if server.trace_executions is not None:
+        server = msgspec.structs.replace(server, trace_executions=resolve(server.trace_executions))
+    config = msgspec.structs.replace(config, deploy=deploy, runtime=runtime, data_dir=data_dir, server=server)
     for i, f in enumerate(config.deploy):
         if not Path(f.path).is_file():
             raise ConfigError(f"deploy[{i}].path: no such file: {f.path}")
@@ -295,20 +301,34 @@ def _convert(data: Any, type_: type[_T], where: str) -> _T:
     try:
         return msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_field_message(str(exc), where)) from None
+        raise ConfigError(_field_message(str(exc), where, data)) from None
     except InvalidConfig as exc:  # a policy's __post_init__ (its message names its own field)
         section = _failing_section(data, where)
         raise ConfigError(f"{section}: {exc.message}" if section else exc.message) from None
 
 
-def _field_message(text: str, where: str) -> str:
+def _field_message(text: str, where: str, data: Any = None) -> str:
     """'Expected `int`, got `str` - at `$.server.port`' -> 'server.port: expected `int`, got `str`'."""
     message, sep, at = text.rpartition(" - at `")
     if not sep:
         return f"{where}: {text}" if where else text
-    path = at.rstrip("`").removeprefix("$").lstrip(".")
+    path = _name_function(at.rstrip("`").removeprefix("$").lstrip("."), data)
     field = ".".join(p for p in (where, path) if p)
     return f"{field}: {message[:1].lower()}{message[1:]}" if field else message
+
+
+def _name_function(path: str, data: Any) -> str:
+    """msgspec writes the key of a dict's entry as ``[...]``: put the name of the failing function there."""
+    if not path.startswith("functions[...]") or not isinstance(data, dict):
+        return path
+    functions = data.get("functions")
+    if isinstance(functions, dict):
+        for name, options in functions.items():
+            try:
+                msgspec.convert(options, FunctionOptions)
+            except (InvalidConfig, msgspec.ValidationError):
+                return f"functions.{name}{path.removeprefix('functions[...]')}"
+    return path
 
 
 def _failing_section(data: Any, where: str) -> str:

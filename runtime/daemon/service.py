@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Iterator
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,10 +26,11 @@ import msgspec
 from wasmhive.actors.errors import InvalidConfig, UnknownFunction, WasmhiveError
 from wasmhive.runtime.runtime import Runtime
 
-from .config import DaemonConfig, FunctionOptions
+from .config import ConfigError, DaemonConfig, FunctionOptions
 from .errors import VersionUnavailable
 from .metrics import VersionStats
 from .store import FunctionStore, VersionRecord
+from .trace import ExecutionTrace
 
 __all__ = ["FunctionService", "Route", "runtime_name"]
 
@@ -71,6 +73,8 @@ class FunctionService:
         self._versions: dict[str, tuple[str, int]] = {}  # runtime name -> (name, version)
         self._lock = anyio.Lock()  # one registry change at a time
         self._random = random.Random()
+        trace = config.server.trace_executions
+        self._trace = ExecutionTrace(Path(trace)) if trace else None
         #: Versions that failed to come back at start-up (runtime name -> error).
         self.broken: dict[str, str] = {}
         self.ready = False
@@ -85,10 +89,15 @@ class FunctionService:
             except WasmhiveError as exc:  # one bad version must not keep the others down
                 self.broken[runtime_name(record.name, record.version)] = str(exc)
                 logger.error("could not restore %s@%d: %s", record.name, record.version, exc)
-        for bundled in self.config.deploy:
-            data = await anyio.Path(bundled.path).read_bytes()
+        for i, bundled in enumerate(self.config.deploy):
             kind = bundled.options.kind or ("js" if bundled.path.endswith(".js") else "wasm")
-            record = await self.deploy(bundled.name, data, kind=kind, options=bundled.options, unchanged_ok=True)
+            try:
+                data = await anyio.Path(bundled.path).read_bytes()
+                record = await self.deploy(bundled.name, data, kind=kind, options=bundled.options, unchanged_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"deploy[{i}].path: cannot read {bundled.path}: {exc.strerror}") from None
+            except WasmhiveError as exc:  # the config names a module that does not deploy
+                raise ConfigError(f"deploy[{i}] ({bundled.name!r}, {bundled.path}): {exc.message}") from None
             for alias in bundled.aliases:
                 current = self.store.aliases(bundled.name).get(alias)
                 if current is None:
@@ -134,8 +143,7 @@ class FunctionService:
                     await self.runtime.undeploy(target)
                 raise
             assert record.version == version, (record.version, version)
-            self._versions[target] = (name, version)
-            self._routes.clear()
+            self._started(target, name, version)
             return record
 
     def _same_version(self, name: str, module: bytes, kind: str, options: dict[str, Any]) -> VersionRecord | None:
@@ -154,8 +162,18 @@ class FunctionService:
         given = FunctionOptions.from_json(record.options, where=f"{name} options")
         effective = self.config.options_for(record.name, given)
         await self.runtime.deploy(name, module, kind=record.kind, **_runtime_options(effective))
-        self._versions[name] = (record.name, record.version)
+        self._started(name, record.name, record.version)
+
+    def _started(self, target: str, name: str, version: int) -> None:
+        self._versions[target] = (name, version)
         self._routes.clear()
+        if self._trace is not None:
+            self.runtime.deployment(target).set_call_hook(self._trace.hook(name, version))
+
+    def close(self) -> None:
+        """Release what the service holds outside the runtime (the execution trace)."""
+        if self._trace is not None:
+            self._trace.close()
 
     async def set_alias(self, name: str, alias: str, weights: dict[int, int]) -> dict[int, int]:
         """Point ``alias`` at one version or at weighted versions (rollback: point it back)."""
