@@ -123,7 +123,9 @@ class FunctionOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     def to_json(self) -> dict[str, Any]:
         """The options as JSON-able data (what the registry records with a version)."""
-        data: dict[str, Any] = msgspec.to_builtins(self)
+        # Through JSON and back: tuples become lists, exactly as the registry gives them back,
+        # so that recorded options compare equal to fresh ones.
+        data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self))
         return data
 
     @classmethod

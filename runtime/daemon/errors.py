@@ -32,6 +32,7 @@ __all__ = [
     "Forbidden",
     "RequestTimeout",
     "ShuttingDown",
+    "Starting",
     "Unauthorized",
     "VersionUnavailable",
     "retry_after",
@@ -59,6 +60,10 @@ class VersionUnavailable(WasmhiveError):
     """The version a target resolved to is recorded but could not be started (see /readyz)."""
 
 
+class Starting(WasmhiveError):
+    """The daemon has just started and is still restoring its functions (see /readyz)."""
+
+
 class ShuttingDown(WasmhiveError):
     """The daemon is stopping and the grace period for calls in flight is over."""
 
@@ -79,6 +84,7 @@ _STATUSES: tuple[tuple[type[WasmhiveError], int], ...] = (
     (CircuitOpen, 503),
     (RuntimeClosed, 503),
     (ShuttingDown, 503),
+    (Starting, 503),
     (VersionUnavailable, 503),
     (CallTimeout, 504),
     (RequestTimeout, 504),
@@ -107,6 +113,6 @@ def retry_after(error: WasmhiveError, now: float) -> int | None:
         if isinstance(at, (int, float)):
             return max(1, math.ceil(at - now))
         return 1
-    if isinstance(error, (Overloaded, MailboxFull, ShuttingDown, RuntimeClosed)):
+    if isinstance(error, (Overloaded, MailboxFull, ShuttingDown, RuntimeClosed, Starting)):
         return 1
     return None

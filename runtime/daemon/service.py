@@ -27,7 +27,7 @@ from wasmhive.actors.errors import InvalidConfig, UnknownFunction, WasmhiveError
 from wasmhive.runtime.runtime import Runtime
 
 from .config import ConfigError, DaemonConfig, FunctionOptions
-from .errors import VersionUnavailable
+from .errors import Starting, VersionUnavailable
 from .metrics import VersionStats
 from .store import FunctionStore, VersionRecord
 from .trace import ExecutionTrace
@@ -219,9 +219,14 @@ class FunctionService:
     # --- calling ---------------------------------------------------------------------------
 
     def resolve(self, target: str) -> tuple[str, int]:
-        """``name``, ``name@alias`` or ``name@version`` -> (name, version) to call now."""
+        """``name``, ``name@alias`` or ``name@version`` -> (name, version) to call now.
+
+        Raises :class:`Starting` (503) until :meth:`restore` is done.
+        """
         route = self._routes.get(target)
         if route is None:
+            if not self.ready:
+                raise Starting("the daemon is starting: its functions are being restored", function=target)
             route = self._route(target)
             if len(self._routes) < 10_000:
                 self._routes[target] = route
