@@ -10,7 +10,9 @@
 Modules, one job each: :mod:`.scenario` (TOML scenarios), :mod:`.schedule`
 (the seeded fault schedule), :mod:`.load` (payloads, open and closed loop),
 :mod:`.target` (the :class:`Target` protocol), :mod:`.embedded` (the
-in-process target), :mod:`.faults` (its injectors), :mod:`.history` (the
+in-process target), :mod:`.faults` (its injectors), :mod:`.daemon_target`
+(a ``wasmhive serve`` over HTTP) with :mod:`.daemon_process`, :mod:`.proxy`,
+:mod:`.wire`, :mod:`.scrape` and :mod:`.trace_reader`, :mod:`.history` (the
 record), :mod:`.checker` (invariants and verdicts), :mod:`.report`
 (report.json and report.html), :mod:`.progress`, :mod:`.runner`
 (:func:`run_stress`) and :mod:`.command` (``wasmhive stress``).  The guide
@@ -18,6 +20,7 @@ is docs/stress.md.
 """
 
 from .checker import CheckResult, Invariant, Verdict, check
+from .daemon_target import DaemonTarget
 from .embedded import EmbeddedTarget
 from .history import History
 from .progress import Progress
@@ -29,6 +32,7 @@ from .target import FunctionState, Injection, Target
 
 __all__ = [
     "CheckResult",
+    "DaemonTarget",
     "EmbeddedTarget",
     "FaultEvent",
     "FaultSchedule",

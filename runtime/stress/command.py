@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import click
 
+from .daemon_target import DaemonTarget
 from .embedded import EmbeddedTarget
 from .progress import Progress
 from .report import StressReport, exit_status
 from .runner import run_stress
 from .scenario import ScenarioError, load_scenario
+from .target import Target
 
 __all__ = ["stress"]
 
@@ -30,7 +33,13 @@ EXIT_HARNESS = 4
 
 @click.command("stress")
 @click.argument("scenario_file", metavar="SCENARIO.toml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--target", default="embedded", show_default=True, help="Where the functions run: embedded.")
+@click.option(
+    "--target",
+    default="embedded",
+    show_default=True,
+    help="Where the functions run: embedded (this process), daemon (a wasmhive serve the harness starts, "
+    "kills and restarts), or the URL of a running daemon where they are deployed.",
+)
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Measured seconds (after the warm-up).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open loop at this many requests/s.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Closed loop with this many callers.")
@@ -60,8 +69,7 @@ def stress(
     """
     if rate is not None and concurrency is not None:
         raise click.UsageError("give --rate (open loop) or --concurrency (closed loop), not both")
-    if target != "embedded":
-        raise click.UsageError(f"unknown target {target!r}: only 'embedded' is available")
+    make_target = _target_factory(target)
     try:
         scenario = load_scenario(scenario_file).with_overrides(
             duration=duration, rate=rate, concurrency=concurrency, seed=seed
@@ -74,7 +82,7 @@ def stress(
     logging.getLogger("wasmhive").setLevel(logging.CRITICAL)
 
     async def main() -> StressReport:
-        return await run_stress(scenario, target=EmbeddedTarget(), report_dir=report_dir, progress=progress)
+        return await run_stress(scenario, target=make_target(), report_dir=report_dir, progress=progress)
 
     try:
         report = anyio.run(main, backend="trio")
@@ -91,3 +99,14 @@ def stress(
     if report_dir is not None:
         click.echo(f"report: {report_dir / 'report.html'}", err=True)
     sys.exit(exit_status(report.verdict))
+
+
+def _target_factory(target: str) -> Callable[[], Target]:
+    """What ``--target`` names: embedded, daemon, or the URL of a running daemon."""
+    if target == "embedded":
+        return EmbeddedTarget
+    if target == "daemon":
+        return DaemonTarget
+    if target.startswith(("http://", "https://")):
+        return lambda: DaemonTarget(target)
+    raise click.UsageError(f"unknown target {target!r}: use embedded, daemon, or http://HOST:PORT")

@@ -92,6 +92,8 @@ class Sample(msgspec.Struct, frozen=True):
     restarts: int
     retries: int
     rejections: int
+    #: The target could not be read at that moment (a daemon that is down): the last values read.
+    stale: bool = False
 
 
 class SupervisionRecord(msgspec.Struct, frozen=True):

@@ -175,5 +175,6 @@ def take_sample(target: Target, history: History) -> None:
                 s.restarts,
                 s.retries,
                 s.rejections,
+                s.stale,
             )
         )

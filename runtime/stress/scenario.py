@@ -22,6 +22,7 @@ from wasmhive.supervisors.retry import RetryPolicy
 
 __all__ = [
     "FAULT_KINDS",
+    "WHOLE_TARGET_KINDS",
     "ChecksSpec",
     "DeploySpec",
     "FaultKind",
@@ -36,9 +37,23 @@ __all__ = [
     "parse_scenario",
 ]
 
-FaultKind = Literal["timeout", "oom", "fuel", "kill", "host", "flood"]
-#: Every fault kind, in the order docs/stress.md describes them.
-FAULT_KINDS: tuple[str, ...] = ("timeout", "oom", "fuel", "kill", "host", "flood")
+FaultKind = Literal[
+    "timeout", "oom", "fuel", "kill", "host", "flood", "daemon_kill", "slow_connection", "reset_connection"
+]
+#: Every fault kind, in the order docs/stress.md describes them (the last three: daemon target only).
+FAULT_KINDS: tuple[str, ...] = (
+    "timeout",
+    "oom",
+    "fuel",
+    "kill",
+    "host",
+    "flood",
+    "daemon_kill",
+    "slow_connection",
+    "reset_connection",
+)
+#: Faults that hit the whole daemon or its connections, not one function (``function`` is refused).
+WHOLE_TARGET_KINDS = frozenset({"daemon_kill", "slow_connection"})
 
 
 class ScenarioError(ValueError):
@@ -113,7 +128,8 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     ``window = [start, end]`` in seconds after the warm-up (default: the whole run).
     Kind-specific fields: ``during_call`` (kill), ``messages`` (flood),
-    ``latency``/``jitter``/``error`` (host).
+    ``latency``/``jitter``/``error`` (host), ``latency``/``jitter``
+    (slow_connection), ``restart_after`` (daemon_kill).
     """
 
     kind: FaultKind
@@ -126,12 +142,15 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     during_call: bool = False
     #: flood: extra messages sent to one actor (default: its mailbox size).
     messages: int | None = None
-    #: host: seconds added to every key-value host call in the window, +/- ``jitter``.
+    #: host: seconds added to every key-value host call in the window, +/- ``jitter``;
+    #: slow_connection: seconds added to every chunk the daemon sends back, +/- ``jitter``.
     latency: float = 0.0
     jitter: float = 0.0
     #: host: a failing host call returns an error result to the guest (``error``) or raises in
     #: the host (``crash``: a HostError that ends the call and the actor).
     error: Literal["error", "crash"] = "error"
+    #: daemon_kill: seconds between the SIGKILL and the restart (default 0.5).
+    restart_after: float | None = None
 
 
 class RuntimeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -340,29 +359,33 @@ def _payload(where: str, payload: PayloadSpec) -> None:
         raise ScenarioError(f"{where}.size: must be >= 32 (room for the sequence number)")
 
 
-_RATE_KINDS = {"timeout", "oom", "fuel", "kill", "flood"}
-_PROBABILITY_KINDS = {"timeout", "oom", "fuel", "kill", "host"}
+_RATE_KINDS = {"timeout", "oom", "fuel", "kill", "flood", "daemon_kill"}
+_PROBABILITY_KINDS = {"timeout", "oom", "fuel", "kill", "host", "reset_connection"}
 
 
 def _fault(where: str, fault: FaultSpec, scenario: Scenario, names: set[str]) -> None:
     kind = fault.kind
+    if fault.function is not None and kind in WHOLE_TARGET_KINDS:
+        raise ScenarioError(f"{where}.function: a {kind} fault hits the whole daemon, not one function")
     if fault.function is not None and fault.function not in names:
         raise ScenarioError(f"{where}.function: {fault.function!r} is not one of the scenario's functions")
     if fault.probability is not None:
         if kind not in _PROBABILITY_KINDS:
-            raise ScenarioError(f"{where}.probability: a {kind} fault takes a rate, not a probability")
+            raise ScenarioError(f"{where}.probability: a {kind} fault takes {_takes(kind)}, not a probability")
         if not 0.0 < fault.probability <= 1.0:
             raise ScenarioError(f"{where}.probability: must be in (0, 1], got {fault.probability}")
     if fault.rate is not None:
         if kind not in _RATE_KINDS:
-            raise ScenarioError(f"{where}.rate: a {kind} fault takes a probability, not a rate")
+            raise ScenarioError(f"{where}.rate: a {kind} fault takes {_takes(kind)}, not a rate")
         _positive(f"{where}.rate", fault.rate)
     if kind == "host":
         if fault.probability is None and fault.latency == 0.0:
             raise ScenarioError(f"{where}: a host fault needs a probability (of failing) or a latency")
-        _at_least(f"{where}.latency", fault.latency, 0.0)
-        if not 0.0 <= fault.jitter <= fault.latency:
-            raise ScenarioError(f"{where}.jitter: must be in [0, latency]")
+        _latency(where, fault)
+    elif kind == "slow_connection":
+        if fault.latency <= 0.0:
+            raise ScenarioError(f"{where}.latency: a slow_connection fault needs a latency > 0 (seconds)")
+        _latency(where, fault)
     elif (fault.probability is None) == (fault.rate is None):
         raise ScenarioError(f"{where}: give exactly one of probability (per request) and rate (per second)")
     if fault.window is not None:
@@ -373,10 +396,28 @@ def _fault(where: str, fault: FaultSpec, scenario: Scenario, names: set[str]) ->
             )
     if fault.messages is not None and (kind != "flood" or fault.messages < 1):
         raise ScenarioError(f"{where}.messages: only for flood faults, and >= 1")
+    if fault.restart_after is not None:
+        if kind != "daemon_kill":
+            raise ScenarioError(f"{where}.restart_after: only for daemon_kill faults")
+        _at_least(f"{where}.restart_after", fault.restart_after, 0.0)
+    if (fault.latency or fault.jitter) and kind not in ("host", "slow_connection"):
+        raise ScenarioError(f"{where}.latency: only for host and slow_connection faults")
     if fault.during_call and kind != "kill":
         raise ScenarioError(f"{where}.during_call: only for kill faults")
     if kind == "fuel" and not scenario.runtime.fuel:
         raise ScenarioError(f"{where}.kind: fuel faults need runtime.fuel = true (fuel metering)")
+
+
+def _takes(kind: str) -> str:
+    if kind == "slow_connection":
+        return "a latency (and a window)"
+    return "a rate" if kind in _RATE_KINDS else "a probability"
+
+
+def _latency(where: str, fault: FaultSpec) -> None:
+    _at_least(f"{where}.latency", fault.latency, 0.0)
+    if not 0.0 <= fault.jitter <= fault.latency:
+        raise ScenarioError(f"{where}.jitter: must be in [0, latency]")
 
 
 def _positive(name: str, value: float) -> None:

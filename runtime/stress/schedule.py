@@ -21,7 +21,7 @@ import zlib
 
 import msgspec
 
-from .scenario import FaultSpec, Scenario
+from .scenario import WHOLE_TARGET_KINDS, FaultSpec, Scenario
 
 __all__ = ["FaultEvent", "FaultSchedule", "build_schedule", "unit"]
 
@@ -96,6 +96,10 @@ class FaultSchedule:
 
     def host_jitter(self, fault: int, n: int) -> float:
         """The latency of host call number ``n`` under host fault ``fault``: latency +/- jitter."""
+        return self.latency(fault, n)
+
+    def latency(self, fault: int, n: int) -> float:
+        """The delay number ``n`` (a host call, a chunk of a connection) gets from fault ``fault``."""
         spec = self.scenario.faults[fault]
         return max(0.0, spec.latency + spec.jitter * (2.0 * unit(self.seed, fault, n, 3) - 1.0))
 
@@ -126,6 +130,8 @@ def build_schedule(scenario: Scenario, seed: int | None = None) -> FaultSchedule
             if at >= end:
                 break
             function = fault.function if fault.function is not None else names[int(rng.random() * len(names))]
+            if fault.kind in WHOLE_TARGET_KINDS:
+                function = "*"  # (drawn anyway: the same draws for every kind)
             events.append(FaultEvent(round(at, 6), index, fault.kind, function, rng.random()))
     events.sort(key=lambda e: (e.at, e.fault))
     return FaultSchedule(scenario, seed, events)

@@ -30,6 +30,8 @@ class FunctionState(msgspec.Struct, frozen=True):
     restarts: int
     retries: int
     rejections: int
+    #: The target could not be read (a daemon that is down): these are the last values read.
+    stale: bool = False
 
 
 class Injection(msgspec.Struct, frozen=True):
