@@ -130,10 +130,10 @@ def serve(config_path: Path | None, host: str | None, port: int | None, data_dir
     try:
         config = load_config(config_path, host=host, port=port, data_dir=data_dir)
         config.check_bind()
+        run_daemon(config)
     except ConfigError as exc:
         click.echo(f"wasmhive serve: invalid config: {exc.message}", err=True)
         sys.exit(2)
-    run_daemon(config)
 
 
 # deploy, invoke, ls, alias, rm: clients of a running daemon (runtime/daemon/commands.py)

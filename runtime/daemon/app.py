@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .service import FunctionService
 __all__ = ["AccessLog", "DaemonApp", "build_app"]
 
 _json = msgspec.json.Encoder()
+_BODY_READ = "wasmhive.body_read"  # in the ASGI scope: _body read the request body to its end
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 _OPENAPI = Path(__file__).with_name("openapi.json")
 _SCALAR_OPTIONS = {
@@ -84,6 +86,7 @@ class DaemonApp:
         self.draining = False
         self._calls: set[anyio.CancelScope] = set()
         self._shutdown_cancelled = False
+        self._idle = anyio.Event()
         self.asgi = build_app(self)
 
     # --- shutdown ----------------------------------------------------------------------
@@ -92,6 +95,17 @@ class DaemonApp:
     def in_flight(self) -> int:
         """Invocations being answered now."""
         return len(self._calls)
+
+    def _call_done(self, scope: anyio.CancelScope) -> None:
+        self._calls.discard(scope)
+        if not self._calls:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return when no invocation is being answered."""
+        while self._calls:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     def cancel_calls(self) -> None:
         """The grace period is over: calls still running are answered with 503 ShuttingDown."""
@@ -184,27 +198,33 @@ class DaemonApp:
         name, version = target.partition("@")[0], None
         scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
         self._calls.add(scope)
-        self.metrics.request_started(name, None)
+        counted = False  # in flight from resolution on, under the resolved name (never a client's made-up one)
         size, reply, error = 0, b"", None
         try:
             with scope:
                 payload = await self._body(request)
                 size = len(payload)
                 name, version = self.service.resolve(target)
+                self.metrics.request_started(name, version)
+                counted = True
                 reply = await self.service.invoke(name, version, payload, key=request.headers.get("x-wasmhive-key"))
             if scope.cancelled_caught:
                 error = self._cancelled(name)
         except WasmhiveError as exc:
             error = exc
         finally:
-            self._calls.discard(scope)
+            self._call_done(scope)
         outcome = "ok" if error is None else type(error).__name__
         elapsed = time.perf_counter() - started
-        self.metrics.request_finished(self._label(name, version), version, outcome, elapsed)
+        label = self._label(name, version)
+        if not counted:
+            self.metrics.request_started(label, version)
+        self.metrics.request_finished(label, version, outcome, elapsed)
         response = Response(reply) if error is None else self._error_response(error, request_id)
         if version is not None:
             response.headers["x-wasmhive-version"] = str(version)
         response.headers["x-request-id"] = request_id
+        _close_if_unread(request, response)
         self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, len(reply))
         return response
 
@@ -217,44 +237,54 @@ class DaemonApp:
         name, version = target.partition("@")[0], None
         scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
         self._calls.add(scope)
-        self.metrics.request_started(name, None)
+        counted = False  # as in invoke
+        size = 0
         chunks: AsyncIterator[bytes] | None = None
         first: bytes | None = None
         try:
             with scope:
                 payload = await self._body(request)
+                size = len(payload)
                 name, version = self.service.resolve(target)
+                self.metrics.request_started(name, version)
+                counted = True
                 chunks = self.service.stream(name, version, payload, key=request.headers.get("x-wasmhive-key"))
                 first = await anext(chunks, None)  # an error before the first chunk gets its own status
             if scope.cancelled_caught:
                 raise self._cancelled(name)
         except WasmhiveError as exc:
-            self._calls.discard(scope)
+            self._call_done(scope)
             if chunks is not None:
                 await chunks.aclose()  # type: ignore[attr-defined]
             outcome = type(exc).__name__
             elapsed = time.perf_counter() - started
-            self.metrics.request_finished(self._label(name, version), version, outcome, elapsed)
+            label = self._label(name, version)
+            if not counted:
+                self.metrics.request_started(label, version)
+            self.metrics.request_finished(label, version, outcome, elapsed)
             response = self._error_response(exc, request_id)
             if sse:  # still an event stream, so that EventSource clients see the error
                 event = _sse_event("error", _error_body(exc, request_id))
                 response = _sse_response([event], status=response.status_code)
             response.headers["x-request-id"] = request_id
-            self._log_call(request_id, name, version, outcome, response.status_code, elapsed, 0, 0)
+            _close_if_unread(request, response)
+            self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
             return response
         assert chunks is not None and version is not None
-        self._calls.discard(scope)
+        self._call_done(scope)
         relay_scope = anyio.CancelScope(deadline=scope.deadline)
         self._calls.add(relay_scope)
         headers = {"x-request-id": request_id, "x-wasmhive-version": str(version)}
-        body = self._relay(chunks, first, relay_scope, sse, request_id, name, version, started)
+        body = partial(self._relay, chunks=chunks, first=first, scope=relay_scope, sse=sse)
+        pump = partial(body, request_id=request_id, name=name, version=version, started=started, size_in=size)
         if sse:
             headers["cache-control"] = "no-cache"
-            return _StreamResponse(body, headers=headers, media_type="text/event-stream")
-        return _StreamResponse(body, headers=headers, media_type="application/octet-stream")
+            return _StreamResponse(pump, headers=headers, media_type="text/event-stream")
+        return _StreamResponse(pump, headers=headers, media_type="application/octet-stream")
 
     async def _relay(
         self,
+        send: _Send,
         chunks: AsyncIterator[bytes],
         first: bytes | None,
         scope: anyio.CancelScope,
@@ -263,7 +293,13 @@ class DaemonApp:
         name: str,
         version: int,
         started: float,
-    ) -> AsyncIterator[bytes]:
+        size_in: int,
+    ) -> None:
+        """Send the chunks of a call to the client as they come (run by :class:`_StreamResponse`).
+
+        Not an async generator: a generator that yields inside a cancel scope corrupts
+        trio's scope stack when its consumer is cancelled (the client went away).
+        """
         sent = 0
         outcome = "ok"
         error: WasmhiveError | None = None
@@ -272,28 +308,32 @@ class DaemonApp:
                 chunk = first
                 while chunk is not None:
                     sent += len(chunk)
-                    yield _sse_chunk(chunk) if sse else chunk
+                    await send(_sse_chunk(chunk) if sse else chunk)
                     chunk = await anext(chunks, None)
             if scope.cancelled_caught:
                 error = self._cancelled(name)
         except WasmhiveError as exc:
             error = exc
+        except anyio.get_cancelled_exc_class():
+            outcome = "ClientDisconnected"  # the response's task group was cancelled: the client is gone
+            raise
         finally:
-            self._calls.discard(scope)
-            await chunks.aclose()  # type: ignore[attr-defined]
+            self._call_done(scope)
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()  # type: ignore[attr-defined]
             if error is not None:
                 outcome = type(error).__name__
             elapsed = time.perf_counter() - started
             self.metrics.request_finished(name, version, outcome, elapsed)
             status = 200 if error is None else status_of(error)
-            self._log_call(request_id, name, version, outcome, status, elapsed, 0, sent)
+            self._log_call(request_id, name, version, outcome, status, elapsed, size_in, sent)
         if error is not None:
             if sse:
-                yield _sse_event("error", _error_body(error, request_id))
+                await send(_sse_event("error", _error_body(error, request_id)))
             else:  # the status is gone: cut the chunked body short, which a client sees as an error
                 raise _StreamAborted()
         elif sse:
-            yield _sse_event("done", _json.encode({"version": version, "request_id": request_id}))
+            await send(_sse_event("done", _json.encode({"version": version, "request_id": request_id})))
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -333,6 +373,7 @@ class DaemonApp:
                     f"request body is over server.max_body_bytes={self._max_body}", size=size, limit=self._max_body
                 )
             parts.append(part)
+        request.scope[_BODY_READ] = True
         return b"".join(parts)
 
     def _error_response(self, error: WasmhiveError, request_id: str) -> Response:
@@ -374,7 +415,14 @@ class DaemonApp:
 
     async def handle_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, WasmhiveError)
-        return self._error_response(exc, _request_id(request))
+        request_id = _request_id(request)
+        response = self._error_response(exc, request_id)
+        response.headers["x-request-id"] = request_id  # as on invocations: the body names it too
+        _close_if_unread(request, response)
+        return response
+
+
+_Send = Callable[[bytes], Awaitable[None]]
 
 
 class _StreamAborted(Exception):
@@ -384,17 +432,32 @@ class _StreamAborted(Exception):
 class _StreamResponse(Response):
     """Sends each chunk as soon as it is produced; stops early when the client goes away.
 
-    When the body raises :class:`_StreamAborted` the response ends without
+    ``pump(send)`` produces the body by awaiting ``send(chunk)`` for each chunk.
+    It is called before anything else can be cancelled, so that its own clean-up
+    always runs; the status line goes out with the first chunk (or at the end).
+    When the pump raises :class:`_StreamAborted` the response ends without
     its final empty chunk: the server closes the connection and the client
     sees a cut body (its status line was already sent).
     """
 
-    def __init__(self, body: AsyncIterator[bytes], *, headers: dict[str, str], media_type: str) -> None:
+    def __init__(self, pump: Callable[[_Send], Awaitable[None]], *, headers: dict[str, str], media_type: str) -> None:
         super().__init__(None, headers=headers, media_type=media_type)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # chunked
-        self._chunks = body
+        self._pump = pump
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        started = False
+
+        async def start() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+
+        async def send_chunk(chunk: bytes) -> None:
+            await start()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
         async with anyio.create_task_group() as group:
 
             async def watch_disconnect() -> None:
@@ -403,13 +466,12 @@ class _StreamResponse(Response):
                 group.cancel_scope.cancel()
 
             group.start_soon(watch_disconnect)
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             try:
-                async for chunk in self._chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await self._pump(send_chunk)
             except _StreamAborted:
                 group.cancel_scope.cancel()
                 return
+            await start()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             group.cancel_scope.cancel()
 
@@ -437,7 +499,7 @@ def build_app(handlers: DaemonApp) -> Starlette:
     if h.config.server.bench_endpoint:
         routes.append(Route("/v1/bare", h.bare, methods=["POST"]))
     handler: Callable[[Request, Exception], Awaitable[Response]] = h.handle_error
-    return Starlette(routes=routes, exception_handlers={WasmhiveError: handler})  # type: ignore[dict-item]
+    return Starlette(routes=routes, exception_handlers={WasmhiveError: handler})
 
 
 # --- request parsing -------------------------------------------------------------------
@@ -448,6 +510,21 @@ def _request_id(request: Request) -> str:
     if given is not None and _REQUEST_ID.match(given):
         return given
     return os.urandom(12).hex()
+
+
+def _close_if_unread(request: Request, response: Response) -> None:
+    """Answered before the request body was read to its end (refused, too large): close the connection.
+
+    The server cannot take the next request on it before it has skipped the rest of
+    this one's body; without ``Connection: close`` a client that reuses the
+    connection finds it closed under its next request.
+    """
+    if request.scope.get(_BODY_READ):
+        return
+    length = request.headers.get("content-length")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if chunked or (length is not None and length.strip() not in ("", "0")):
+        response.headers["connection"] = "close"
 
 
 def _deploy_options(request: Request) -> FunctionOptions:

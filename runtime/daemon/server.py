@@ -5,7 +5,7 @@ recorded version again (``/readyz`` says 503 until they are back) and the
 config's bundled functions.
 
 Shutdown on SIGTERM or SIGINT: stop accepting connections (idle keep-alive
-connections close, busy ones get ``Connection: close``), let calls in
+connections close, busy ones close after their answer), let calls in
 flight finish for ``server.shutdown_grace`` seconds, answer those still
 running with 503 ``ShuttingDown``, then stop the actors and close the registry.
 """
@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -26,7 +27,7 @@ from wasmhive.runtime.runtime import Runtime
 
 from .app import DaemonApp
 from .banner import banner
-from .config import DaemonConfig
+from .config import ConfigError, DaemonConfig
 from .metrics import DaemonMetrics
 from .service import FunctionService
 from .store import FunctionStore
@@ -64,9 +65,10 @@ async def serve(
 
             grace = config.server.shutdown_grace
             hyper = _hypercorn_config(config)
+            requests = _Requests(app.asgi)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, stop)
-                binds = await nursery.start(_serve_http, app, hyper, shutdown_trigger)
+                binds = await nursery.start(_serve_http, requests, hyper, shutdown_trigger)
                 await service.restore()
                 logger.info("ready on %s with %d functions", ", ".join(binds), len(store.functions()))
                 if on_ready is not None:
@@ -75,21 +77,52 @@ async def serve(
                 # Hypercorn stops accepting now and waits for open requests; after the grace
                 # period, calls still running are cancelled and answered with 503.
                 with trio.move_on_after(grace):
-                    while app.in_flight:
-                        await trio.sleep(0.01)
+                    await app.wait_idle()
                 app.cancel_calls()
-                nursery.cancel_scope.deadline = trio.current_time() + 5.0  # answers take a moment to send
+                # Answers take a moment to send.  Then stop Hypercorn (and the signal watcher)
+                # rather than wait for it: it can hang on to a keep-alive connection whose next
+                # request arrived as the shutdown began, unread, until its graceful_timeout.
+                with trio.move_on_after(5.0):
+                    await requests.wait_idle()
+                nursery.cancel_scope.cancel()
     finally:
         store.close()
 
 
+class _Requests:
+    """The ASGI app, counting the HTTP requests whose call has not returned (answer not all sent)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+        self.active = 0
+        self._idle = trio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return when no request is being answered."""
+        while self.active:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+
 async def _serve_http(
-    app: DaemonApp,
+    app: _Requests,
     hyper: HypercornConfig,
     shutdown_trigger: Callable[[], object],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(app.asgi, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    await hypercorn_serve(app, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
 
 
 async def _watch_signals(stop: trio.Event) -> None:
@@ -113,7 +146,10 @@ def _hypercorn_config(config: DaemonConfig) -> HypercornConfig:
 
 
 def run_daemon(config: DaemonConfig) -> None:
-    """Run :func:`serve` under trio, logging to stderr; prints ``listening on URL`` to stdout when ready."""
+    """Run :func:`serve` under trio, logging to stderr; prints ``listening on URL`` to stdout when ready.
+
+    Raises :class:`ConfigError` when a function the config deploys at start-up does not deploy.
+    """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def ready(binds: list[str]) -> None:
@@ -122,4 +158,13 @@ def run_daemon(config: DaemonConfig) -> None:
         if config.deploy and binds:
             print(banner(config, binds[0]), flush=True)
 
-    trio.run(partial(serve, config, on_ready=ready))
+    try:
+        trio.run(partial(serve, config, on_ready=ready))
+    except BaseExceptionGroup as group:  # a bundled function that does not deploy: the config is wrong
+        matched, _ = group.split(ConfigError)
+        if matched is None:
+            raise
+        error: BaseException = matched
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
