@@ -78,6 +78,12 @@ def test_non_loopback_without_token_exits_2(tmp_path: Path, host: str) -> None:
     assert "listening on" not in result.stdout
 
 
+def test_a_short_token_from_the_environment_exits_2(tmp_path: Path) -> None:
+    result = run_serve(tmp_path, env={"WASMHIVE_ADMIN_TOKEN": "short"})
+    assert result.returncode == 2, result.stderr
+    assert "WASMHIVE_ADMIN_TOKEN" in result.stderr and "at least 16" in result.stderr
+
+
 def test_non_loopback_with_token_starts_and_needs_it(tmp_path: Path) -> None:
     config = {"server": {"admin_token": TOKEN}}
     with Daemon(tmp_path, config, host="0.0.0.0") as daemon:

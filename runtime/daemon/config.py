@@ -227,7 +227,10 @@ class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return self.server.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
 
     def check_bind(self) -> None:
-        """Refuse a non-loopback address without an admin token."""
+        """Refuse a non-loopback address without an admin token, and a short token from the environment."""
+        from_env = os.environ.get(ADMIN_TOKEN_ENV)
+        if not self.server.admin_token and from_env and len(from_env) < 16:
+            raise ConfigError(f"${ADMIN_TOKEN_ENV}: the admin token must be at least 16 characters")
         if not is_loopback(self.server.host) and self.admin_token() is None:
             raise ConfigError(
                 f"server.host: {self.server.host!r} is not a loopback address; set server.admin_token "
