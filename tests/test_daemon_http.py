@@ -444,6 +444,45 @@ def test_unknown_function_alias_or_version_is_404(http: httpx.Client) -> None:
     assert http.post("/v1/invoke/nothing/here").status_code == 404  # no such route
 
 
+def test_invoke_target_is_one_decoded_path_segment(http: httpx.Client) -> None:
+    """``{target}`` is one segment of the percent-decoded path; any other shape is not the invoke route."""
+    for i in (1, 2):
+        deploy(http, "seg", reply_with(f"s{i}"))
+    assert http.put("/v1/functions/seg/aliases/prod", json=1, headers=AUTH).status_code == 200
+    for url, version in [
+        ("/v1/invoke/seg%40prod", 1),
+        ("/v1/invoke/seg%401", 1),
+        ("/v1/invoke/%73eg", 2),
+        ("/v1/invoke/seg?x=%2F", 2),  # the query string is not looked at
+    ]:
+        r = http.post(url, content=b"x")
+        assert (r.status_code, r.content, r.headers["x-wasmhive-version"]) == (200, b"s%d" % version, str(version))
+    error_of(http.post("/v1/invoke/seg%40nope"), 404, "UnknownFunction", "seg")
+    # A "/" in the target, even encoded, an empty target, another method: Starlette's plain answers.
+    for url in ("/v1/invoke/seg%2Fx", "/v1/invoke/seg/x", "/v1/invoke/"):
+        r = http.post(url, content=b"x")
+        assert (r.status_code, r.text) == (404, "Not Found"), url
+    r = http.post("/v1/invoke/seg/", content=b"x")
+    assert (r.status_code, httpx.URL(r.headers["location"]).path) == (307, "/v1/invoke/seg")
+    r = http.get("/v1/invoke/seg")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")
+
+
+def test_invoke_headers(http: httpx.Client) -> None:
+    """The reply has no Content-Type (docs/api.md); request headers are read as Starlette reads them."""
+    deploy(http, "hdr", guests.ECHO)
+    r = http.post("/v1/invoke/hdr", content=b"abc", headers={"Content-Type": "text/plain"})
+    assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"abc", "3")
+    assert "content-type" not in r.headers
+    # Of a repeated header, the first counts.
+    r = http.post("/v1/invoke/hdr", headers=[("X-Request-Id", "first-1"), ("X-Request-Id", "second-1")])
+    assert r.headers["x-request-id"] == "first-1"
+    # SSE whenever the Accept header names text/event-stream, among others too.
+    r = http.post("/v1/invoke/hdr", content=b"e", headers={"Accept": "application/json, text/event-stream"})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert [e for e, _ in sse_events(r.text)] == ["chunk", "done"]
+
+
 def test_payload_too_large_is_413(http: httpx.Client) -> None:
     deploy(http, "big", guests.ECHO)
     assert http.post("/v1/invoke/big", content=b"x" * MAX_PAYLOAD).status_code == 200

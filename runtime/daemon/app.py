@@ -2,12 +2,20 @@
 
 Admin routes (deploy, alias, delete) need ``Authorization: Bearer <token>``
 when a token is configured.  Invocation routes never do.
+
+``POST /v1/invoke/{target}`` is the hot path: the app answers it without
+Starlette's router, middleware, ``Request`` and ``MutableHeaders``
+(:meth:`DaemonApp._invoke_fast`), through the same code as its Starlette route
+(:meth:`DaemonApp._invoke`).  Server-Sent Events and every other request go
+through Starlette.  The daemon always runs on trio, so invocations use
+``trio.CancelScope`` rather than anyio's wrapper of it.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import itertools
 import json
 import os
 import re
@@ -16,14 +24,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 import msgspec
+import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from wasmhive.actors.errors import InvalidConfig, PayloadTooLarge, WasmhiveError
 from wasmhive.runtime.deployment import last_actor
@@ -36,8 +46,12 @@ from .service import FunctionService
 __all__ = ["AccessLog", "DaemonApp", "build_app"]
 
 _json = msgspec.json.Encoder()
-_BODY_READ = "wasmhive.body_read"  # in the ASGI scope: _body read the request body to its end
+_BODY_READ = "wasmhive.body_read"  # in the ASGI scope: _read_body read the request body to its end
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+#: Generated request ids: a random prefix per process, then a counter (unique, and cheap to make).
+_REQUEST_ID_PREFIX = os.urandom(8).hex()
+_request_numbers = itertools.count()
+_INVOKE_PREFIX = "/v1/invoke/"
 _OPENAPI = Path(__file__).with_name("openapi.json")
 _SCALAR_OPTIONS = {
     "mode": str,
@@ -50,6 +64,8 @@ _SCALAR_OPTIONS = {
     "instances": int,
 }
 JSON = "application/json"
+#: The cancel scope of a call in flight: trio's on the invoke path, anyio's (on trio) on the streaming path.
+_CancelScope: TypeAlias = trio.CancelScope | anyio.CancelScope
 
 
 class AccessLog:
@@ -84,7 +100,7 @@ class DaemonApp:
         self._timeout = config.server.request_timeout
         #: Set when the daemon stops accepting: /readyz answers 503.
         self.draining = False
-        self._calls: set[anyio.CancelScope] = set()
+        self._calls: set[_CancelScope] = set()
         self._shutdown_cancelled = False
         self._idle = anyio.Event()
         self.asgi = build_app(self)
@@ -96,7 +112,7 @@ class DaemonApp:
         """Invocations being answered now."""
         return len(self._calls)
 
-    def _call_done(self, scope: anyio.CancelScope) -> None:
+    def _call_done(self, scope: _CancelScope) -> None:
         self._calls.discard(scope)
         if not self._calls:
             self._idle.set()
@@ -189,51 +205,77 @@ class DaemonApp:
     # --- invoking ----------------------------------------------------------------------
 
     async def invoke(self, request: Request) -> Response:
-        """The request body is the payload; the response body is the reply (SSE if asked for)."""
-        if "text/event-stream" in request.headers.get("accept", ""):
+        """The request body is the payload; the response body is the reply (SSE if asked for).
+
+        Only Server-Sent Events come this way in the running daemon: :meth:`_invoke_fast` answers
+        the other requests of this route before Starlette sees them.
+        """
+        if _wants_sse(request.headers.get("accept")):
             return await self.stream(request)
+        return await self._invoke(request.path_params["target"], request.scope, request.receive)
+
+    async def _invoke_fast(self, target: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/invoke/{target}`` as a plain ASGI app: :meth:`_invoke` without Starlette's machinery.
+
+        What Starlette's middleware would still do here is kept: an unexpected exception (such
+        as :class:`ClientDisconnect` while reading the body) is answered with a plain 500, then
+        raised for the server to log.
+        """
+        try:
+            response = await self._invoke(target, scope, receive)
+        except Exception:
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+            raise
+        await response(scope, receive, send)
+
+    async def _invoke(self, target: str, scope: Scope, receive: Receive) -> Response:
+        """Call ``target`` with the request body as the payload: the reply, or the error's JSON answer."""
         started = time.perf_counter()
-        request_id = _request_id(request)
-        target = request.path_params["target"]
+        headers = _headers(scope)
+        request_id = _request_id(_latin1(headers.get(b"x-request-id")))
         name, version = target.partition("@")[0], None
-        scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
-        self._calls.add(scope)
+        cancel = trio.CancelScope(deadline=trio.current_time() + self._timeout)
+        self._calls.add(cancel)
         counted = False  # in flight from resolution on, under the resolved name (never a client's made-up one)
         size, reply, error = 0, b"", None
         try:
-            with scope:
-                payload = await self._body(request)
+            with cancel:
+                payload = await self._read_body(scope, receive, _latin1(headers.get(b"content-length")))
                 size = len(payload)
                 name, version = self.service.resolve(target)
                 self.metrics.request_started(name, version)
                 counted = True
-                reply = await self.service.invoke(name, version, payload, key=request.headers.get("x-wasmhive-key"))
-            if scope.cancelled_caught:
+                key = _latin1(headers.get(b"x-wasmhive-key"))
+                reply = await self.service.invoke(name, version, payload, key=key)
+            if cancel.cancelled_caught:
                 error = self._cancelled(name)
         except WasmhiveError as exc:
             error = exc
         finally:
-            self._call_done(scope)
+            self._call_done(cancel)
         outcome = "ok" if error is None else type(error).__name__
         elapsed = time.perf_counter() - started
         label = self._label(name, version)
         if not counted:
             self.metrics.request_started(label, version)
         self.metrics.request_finished(label, version, outcome, elapsed)
-        response = Response(reply) if error is None else self._error_response(error, request_id)
-        if version is not None:
-            response.headers["x-wasmhive-version"] = str(version)
-        response.headers["x-request-id"] = request_id
-        _close_if_unread(request, response)
+        if error is None:
+            response = _reply_response(reply, version, request_id)
+        else:
+            response = self._error_response(error, request_id)
+            if version is not None:
+                response.headers["x-wasmhive-version"] = str(version)
+            response.headers["x-request-id"] = request_id
+            _close_if_unread(scope, response)
         self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, len(reply))
         return response
 
     async def stream(self, request: Request) -> Response:
         """Chunks as they are emitted: chunked transfer, or Server-Sent Events when asked for."""
         started = time.perf_counter()
-        request_id = _request_id(request)
+        request_id = _request_id(request.headers.get("x-request-id"))
         target = request.path_params["target"]
-        sse = "text/event-stream" in request.headers.get("accept", "")
+        sse = _wants_sse(request.headers.get("accept"))
         name, version = target.partition("@")[0], None
         scope = anyio.CancelScope(deadline=anyio.current_time() + self._timeout)
         self._calls.add(scope)
@@ -267,7 +309,7 @@ class DaemonApp:
                 event = _sse_event("error", _error_body(exc, request_id))
                 response = _sse_response([event], status=response.status_code)
             response.headers["x-request-id"] = request_id
-            _close_if_unread(request, response)
+            _close_if_unread(request.scope, response)
             self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
             return response
         assert chunks is not None and version is not None
@@ -357,7 +399,16 @@ class DaemonApp:
             raise Forbidden("the admin token is wrong")
 
     async def _body(self, request: Request) -> bytes:
-        length = request.headers.get("content-length")
+        return await self._read_body(request.scope, request.receive, request.headers.get("content-length"))
+
+    async def _read_body(self, scope: Scope, receive: Receive, length: str | None) -> bytes:
+        """The request body, at most ``server.max_body_bytes``; ``length`` is the Content-Length header.
+
+        Too large is :class:`PayloadTooLarge`: from the Content-Length before reading, or
+        while reading (a chunked body).  The ASGI messages are read as Starlette's
+        ``Request.stream`` reads them (a client gone is :class:`ClientDisconnect`).  Once
+        the body is read to its end the scope says so (see :func:`_close_if_unread`).
+        """
         if length is not None and length.isdigit() and int(length) > self._max_body:
             raise PayloadTooLarge(
                 f"request body of {length} bytes is over server.max_body_bytes={self._max_body}",
@@ -366,14 +417,21 @@ class DaemonApp:
             )
         parts: list[bytes] = []
         size = 0
-        async for part in request.stream():
-            size += len(part)
-            if size > self._max_body:
-                raise PayloadTooLarge(
-                    f"request body is over server.max_body_bytes={self._max_body}", size=size, limit=self._max_body
-                )
-            parts.append(part)
-        request.scope[_BODY_READ] = True
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.request":
+                part: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                size += len(part)
+                if size > self._max_body:
+                    raise PayloadTooLarge(
+                        f"request body is over server.max_body_bytes={self._max_body}", size=size, limit=self._max_body
+                    )
+                parts.append(part)
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+        scope[_BODY_READ] = True
         return b"".join(parts)
 
     def _error_response(self, error: WasmhiveError, request_id: str) -> Response:
@@ -415,10 +473,10 @@ class DaemonApp:
 
     async def handle_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, WasmhiveError)
-        request_id = _request_id(request)
+        request_id = _request_id(request.headers.get("x-request-id"))
         response = self._error_response(exc, request_id)
         response.headers["x-request-id"] = request_id  # as on invocations: the body names it too
-        _close_if_unread(request, response)
+        _close_if_unread(request.scope, response)
         return response
 
 
@@ -476,8 +534,23 @@ class _StreamResponse(Response):
             group.cancel_scope.cancel()
 
 
+class _DaemonStarlette(Starlette):
+    """The Starlette app, except that ``POST /v1/invoke/{target}`` skips it (see :func:`_fast_invoke_target`)."""
+
+    def __init__(self, handlers: DaemonApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = _fast_invoke_target(scope)
+        if target is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self._handlers._invoke_fast(target, scope, receive, send)
+
+
 def build_app(handlers: DaemonApp) -> Starlette:
-    """The routes of the API (docs/api.md)."""
+    """The routes of the API (docs/api.md), with the fast path for invocations in front."""
     h = handlers
     routes = [
         Route("/healthz", h.healthz, methods=["GET"]),
@@ -499,30 +572,71 @@ def build_app(handlers: DaemonApp) -> Starlette:
     if h.config.server.bench_endpoint:
         routes.append(Route("/v1/bare", h.bare, methods=["POST"]))
     handler: Callable[[Request, Exception], Awaitable[Response]] = h.handle_error
-    return Starlette(routes=routes, exception_handlers={WasmhiveError: handler})
+    return _DaemonStarlette(h, routes=routes, exception_handlers={WasmhiveError: handler})
 
 
 # --- request parsing -------------------------------------------------------------------
 
 
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
+def _fast_invoke_target(scope: Scope) -> str | None:
+    """The target if the fast path answers this request, else None (Starlette answers it).
+
+    The fast path takes ``POST /v1/invoke/{target}`` without ``Accept: text/event-stream``,
+    where the route's ``{target}`` matches: one non-empty segment of the decoded
+    ``path``.  Any other request (another method, a ``/`` in the target, even encoded as
+    ``%2F``, a trailing slash, a ``root_path``) gets Starlette's own answer: 405, 404, 307.
+    """
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_INVOKE_PREFIX):
+        return None
+    target = path[len(_INVOKE_PREFIX) :]
+    if not target or "/" in target:
+        return None
+    for key, value in scope["headers"]:
+        if key == b"accept":  # the first one, as Starlette's Headers.get
+            return None if _wants_sse(value.decode("latin-1")) else target
+    return target
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request headers by (lower-case) name; of a repeated header the first, as Starlette's ``Headers.get``."""
+    headers: dict[bytes, bytes] = {}
+    for key, value in scope["headers"]:
+        headers.setdefault(key, value)
+    return headers
+
+
+def _latin1(value: bytes | None) -> str | None:
+    """A header value as text, as Starlette decodes it."""
+    return None if value is None else value.decode("latin-1")
+
+
+def _wants_sse(accept: str | None) -> bool:
+    """Whether the Accept header asks for Server-Sent Events."""
+    return accept is not None and "text/event-stream" in accept
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's ``X-Request-Id`` if it is a plain token (``_REQUEST_ID``), else a new one."""
     if given is not None and _REQUEST_ID.match(given):
         return given
-    return os.urandom(12).hex()
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):08x}"
 
 
-def _close_if_unread(request: Request, response: Response) -> None:
+def _close_if_unread(scope: Scope, response: Response) -> None:
     """Answered before the request body was read to its end (refused, too large): close the connection.
 
     The server cannot take the next request on it before it has skipped the rest of
     this one's body; without ``Connection: close`` a client that reuses the
     connection finds it closed under its next request.
     """
-    if request.scope.get(_BODY_READ):
+    if scope.get(_BODY_READ):
         return
-    length = request.headers.get("content-length")
-    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    headers = _headers(scope)
+    length = _latin1(headers.get(b"content-length"))
+    chunked = "chunked" in (_latin1(headers.get(b"transfer-encoding")) or "").lower()
     if chunked or (length is not None and length.strip() not in ("", "0")):
         response.headers["connection"] = "close"
 
@@ -599,6 +713,18 @@ def _weights(body: bytes) -> dict[int, int]:
 
 def _json_response(data: Any, status: int = 200) -> Response:
     return Response(_json.encode(data), status_code=status, media_type=JSON)
+
+
+def _reply_response(reply: bytes, version: int | None, request_id: str) -> Response:
+    """A successful invocation's answer: the reply, without a Content-Type (the bytes are the guest's).
+
+    The headers are appended as byte pairs: ``MutableHeaders`` would look each one up first.
+    """
+    response = Response(reply)
+    if version is not None:
+        response.raw_headers.append((b"x-wasmhive-version", str(version).encode("latin-1")))
+    response.raw_headers.append((b"x-request-id", request_id.encode("latin-1")))
+    return response
 
 
 def _error_body(error: WasmhiveError, request_id: str) -> bytes:
