@@ -50,9 +50,6 @@ logger = logging.getLogger("wasmhive.runtime")
 #: Backoff between restarts of a whole pool that gave up.
 POOL_RESTART_BACKOFF = BackoffPolicy(min_backoff=1.0, max_backoff=30.0, random_factor=0.2)
 
-#: How many more actors a message that never ran is offered to before its caller gets ActorCrashed.
-REDISPATCHES = 3
-
 _last_actor: ContextVar[ActorRef | None] = ContextVar("wasmhive_last_actor", default=None)
 
 
@@ -100,8 +97,6 @@ class FunctionStats(msgspec.Struct):
     retries: int
     #: Calls refused without running: bulkhead, open breaker, full mailbox, empty pool.
     rejections: int
-    #: Messages that never ran because their actor ended first, given to another actor.
-    redispatches: int = 0
 
 
 class Deployment:
@@ -156,8 +151,6 @@ class Deployment:
         self._failures_of_dead = 0
         self.retries = 0
         self.rejections = 0
-        #: Messages that never ran (their actor ended first) given to another actor.
-        self.redispatches = 0
         #: Set on every actor of the function, now and later (see ``set_call_hook``).
         self._call_hook: CallHook | None = None
 
@@ -256,8 +249,6 @@ class Deployment:
                 except MailboxFull:
                     self.rejections += 1
                     raise
-                except ActorCrashed as exc:
-                    return await self._redispatch(exc, payload, key)
                 finally:
                     pool.in_flight -= 1
         bulkhead = self.bulkhead
@@ -283,27 +274,6 @@ class Deployment:
             if bulkhead is not None:
                 bulkhead.release()
 
-    async def _redispatch(self, error: ActorCrashed, payload: bytes, key: str | None) -> bytes:
-        """Give a message that never ran (its actor ended first) to another actor of the pool.
-
-        Safe for any function: the guest never saw the message.  Not a retry
-        (no policy, no budget, no backoff): the pool routes it again, waiting
-        in its stash if no actor is live, at most :data:`REDISPATCHES` times.
-        A guest that cannot start, a pool that gave up, or a function being
-        undeployed keeps the error.
-        """
-        for _ in range(REDISPATCHES):
-            if self._stopping or error.details.get("reason") == "start_failed":
-                raise error
-            self.redispatches += 1
-            actor = self.pool.pick(key) or await self.pool.acquire(key)
-            _last_actor.set(actor.ref)
-            try:
-                return await actor.ask(payload)
-            except ActorCrashed as again:
-                error = again
-        raise error
-
     def _count_retry(self, attempt: int, error: BaseException, delay: float) -> None:
         self.retries += 1
 
@@ -322,10 +292,7 @@ class Deployment:
         try:
             actor = pool.pick(key) or await pool.acquire(key)
             _last_actor.set(actor.ref)
-            try:
-                result = await actor.ask(payload)
-            except ActorCrashed as crashed:
-                result = await self._redispatch(crashed, payload, key)
+            result = await actor.ask(payload)
         except WasmhiveError as exc:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
@@ -396,5 +363,4 @@ class Deployment:
             + totals["stash_rejections"]
             + self.pool.stash_rejections
             + (self.bulkhead.rejected if self.bulkhead is not None else 0),
-            redispatches=self.redispatches,
         )
