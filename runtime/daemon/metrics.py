@@ -91,7 +91,7 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("wasmhive_restarts_total", "Actor restarts.", "restarts"),
     ("wasmhive_crashes_total", "Actor crashes (trap, timeout, out of memory or fuel, host fault).", "crashes"),
     ("wasmhive_retries_total", "Calls retried by the retry policy.", "retries"),
-    ("wasmhive_cold_starts_total", "Actors started (guest instantiated).", "cold_starts"),
+    ("wasmhive_cold_starts_total", "Actors started from a pool scaled to zero.", "cold_starts"),
     (
         "wasmhive_rejections_total",
         "Calls refused without running: bulkhead, open breaker, full mailbox, empty pool.",
