@@ -27,7 +27,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import msgspec
 
 from .scenario import Scenario, ScenarioError
 
@@ -63,7 +62,7 @@ def daemon_config(scenario: Scenario, *, trace: Path) -> dict[str, Any]:
                 f"functions[{i}].module: the daemon target starts its own daemon and needs every function's "
                 "module (use --target URL for a daemon where they are already deployed)"
             )
-        options = msgspec.json.decode(msgspec.json.encode(fn.options.kwargs()))  # structs and tuples as plain data
+        options = fn.options.to_json()
         deploy.append({"name": fn.name, "path": str((base / fn.module).resolve()), "options": options})
     runtime: dict[str, Any] = {"fuel": scenario.runtime.fuel}
     for field in ("epoch_tick", "shutdown_grace", "init_timeout", "max_payload_bytes"):

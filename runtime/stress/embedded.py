@@ -79,7 +79,7 @@ class EmbeddedTarget:
         for fn in scenario.functions:
             if fn.module is not None:
                 try:
-                    await rt.deploy(fn.name, base / fn.module, **fn.options.kwargs())
+                    await rt.deploy(fn.name, base / fn.module, **fn.options.deploy_kwargs())
                 except WasmhiveError as exc:
                     raise ScenarioError(f"function {fn.name!r}: cannot deploy: {exc}") from None
                 self._deployed.append(fn.name)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from wasmhive.actors.errors import InvalidConfig
+from wasmhive.runtime.daemon.config import FunctionOptions
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.breaker import BreakerPolicy
 from wasmhive.supervisors.bulkhead import BulkheadPolicy
@@ -24,7 +25,6 @@ __all__ = [
     "FAULT_KINDS",
     "WHOLE_TARGET_KINDS",
     "ChecksSpec",
-    "DeploySpec",
     "FaultKind",
     "FaultSpec",
     "FunctionSpec",
@@ -73,32 +73,6 @@ class PayloadSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     template: str | None = None
 
 
-class DeploySpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Keyword arguments of ``Runtime.deploy`` (the same names, the same meaning)."""
-
-    mode: Literal["thread", "inline"] | None = None
-    timeout: float | None = None
-    memory_limit: int | None = None
-    fuel: int | None = None
-    mailbox_size: int | None = None
-    overflow: Literal["wait", "reject"] | None = None
-    mailbox_wait: float | None = None
-    instances: int | None = None
-    pool: PoolPolicy | None = None
-    breaker: BreakerPolicy | None = None
-    retry: RetryPolicy | None = None
-    bulkhead: BulkheadPolicy | None = None
-    secrets: list[str] = []
-    kind: Literal["wasm", "js"] | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        """The given options as ``deploy`` keyword arguments."""
-        out = {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not None}
-        if not self.secrets:
-            out.pop("secrets", None)
-        return out
-
-
 class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A function under load: deployed by the harness (``module``) or already deployed (no ``module``)."""
 
@@ -111,7 +85,8 @@ class FunctionSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     weight: float = 1.0
     #: Payloads for this function (default: ``load.payload``).
     payload: PayloadSpec | None = None
-    options: DeploySpec = DeploySpec()
+    #: Deploy options: the same struct as a daemon function's (``Runtime.deploy``'s keywords).
+    options: FunctionOptions = FunctionOptions()
 
 
 class LoadSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
