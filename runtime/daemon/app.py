@@ -307,7 +307,12 @@ class DaemonApp:
             response = self._error_response(exc, request_id)
             if sse:  # still an event stream, so that EventSource clients see the error
                 event = _sse_event("error", _error_body(exc, request_id))
+                wait = response.headers.get("retry-after")
                 response = _sse_response([event], status=response.status_code)
+                if wait is not None:
+                    response.headers["retry-after"] = wait
+            if version is not None:
+                response.headers["x-wasmhive-version"] = str(version)
             response.headers["x-request-id"] = request_id
             _close_if_unread(request.scope, response)
             self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
