@@ -524,6 +524,7 @@ class Actor:
                     f"actor {self.ref.id} ended ({reason.kind}) before handling this message: {reason.message}",
                     function=self.ref.function,
                     reason=reason.kind,
+                    queued=True,  # a bystander of whatever ended the actor (see Deployment._attempt)
                 )
             envelope.outcome = Failed(error.to_info())
             self._close_sink(envelope)

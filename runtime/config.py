@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,8 @@ class DeployOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             _positive("fuel", self.fuel)
         if self.mailbox_size < 0:
             raise InvalidConfig(f"mailbox_size must be >= 0, got {self.mailbox_size}")
-        if self.mailbox_wait < 0:
-            raise InvalidConfig(f"mailbox_wait must be >= 0, got {self.mailbox_wait}")
+        if not (self.mailbox_wait >= 0 and math.isfinite(self.mailbox_wait)):
+            raise InvalidConfig(f"mailbox_wait must be >= 0 and finite, got {self.mailbox_wait}")
         if self.instances < 1:
             raise InvalidConfig(f"instances must be >= 1, got {self.instances}")
 
@@ -137,5 +138,5 @@ class DeployOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise InvalidConfig(f"{name} must be > 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise InvalidConfig(f"{name} must be > 0 and finite, got {value}")

@@ -297,11 +297,11 @@ class Deployment:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
             if breaker is not None:
-                if isinstance(exc, ActorCrashed) and exc.details.get("reason") != "start_failed":
+                if isinstance(exc, ActorCrashed) and exc.details.get("queued"):
                     # Queued behind another call's crash, never run: that crash was recorded
                     # as its own call's failure; counting its bystanders too would open the
                     # breaker on one fault.  (Retry may re-run them: they never started.)
-                    # An actor that cannot start at all still counts.
+                    # Other ActorCrashed (a pool that gave up, a guest that cannot start) count.
                     breaker.record_ignored()
                 else:
                     breaker.record_failure(time.perf_counter() - started, exc)

@@ -444,6 +444,22 @@ def test_unknown_function_alias_or_version_is_404(http: httpx.Client) -> None:
     assert http.post("/v1/invoke/nothing/here").status_code == 404  # no such route
 
 
+def test_odd_numbers_are_client_errors_not_500s(http: httpx.Client) -> None:
+    deploy(http, "odd", guests.ECHO)
+    # Unicode digits and numbers past SQLite's integers name no version.
+    error_of(http.post("/v1/invoke/odd@\u00b2", content=b"x"), 404, "UnknownFunction", "odd")
+    error_of(http.post("/v1/invoke/odd@" + "9" * 30, content=b"x"), 404, "UnknownFunction", "odd")
+    error_of(http.get("/v1/functions/odd/versions/" + "9" * 30), 404, "UnknownFunction", "odd")
+    r = http.put("/v1/functions/odd/aliases/prod", json={"\u00b2": 100}, headers=AUTH)
+    error_of(r, 400, "BadRequest")
+    # Non-finite limits are refused before anything is stored.
+    versions = len(http.get("/v1/functions/odd").json()["versions"])
+    for params in ({"timeout": "inf"}, {"mailbox_wait": "nan"}):
+        r = http.post("/v1/functions/odd", content=guests.ECHO, params=params, headers={**AUTH, "Content-Type": "text/wat"})
+        error_of(r, 400, "InvalidConfig")
+    assert len(http.get("/v1/functions/odd").json()["versions"]) == versions
+
+
 def test_invoke_target_is_one_decoded_path_segment(http: httpx.Client) -> None:
     """``{target}`` is one segment of the percent-decoded path; any other shape is not the invoke route."""
     for i in (1, 2):

@@ -35,11 +35,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from wasmhive.actors.errors import InvalidConfig, PayloadTooLarge, WasmhiveError
+from wasmhive.actors.errors import InvalidConfig, PayloadTooLarge, UnknownFunction, WasmhiveError
 from wasmhive.runtime.deployment import last_actor
 
 from .config import DaemonConfig, FunctionOptions
-from .errors import BadRequest, Forbidden, RequestTimeout, ShuttingDown, Unauthorized, retry_after, status_of
+from .errors import BadRequest, Forbidden, RequestTimeout, ShuttingDown, Starting, Unauthorized, retry_after, status_of
 from .metrics import DaemonMetrics
 from .service import FunctionService
 
@@ -166,6 +166,7 @@ class DaemonApp:
 
     async def deploy(self, request: Request) -> Response:
         self._authorize(request)
+        self._check_ready()
         name = request.path_params["name"]
         body = await self._body(request)
         options = _deploy_options(request)
@@ -175,16 +176,20 @@ class DaemonApp:
 
     async def delete_function(self, request: Request) -> Response:
         self._authorize(request)
+        self._check_ready()
         records = await self.service.delete_function(request.path_params["name"])
         return _json_response({"deleted": [r.version for r in records]})
 
     async def show_version(self, request: Request) -> Response:
-        record = self.service.store.version(request.path_params["name"], request.path_params["version"])
+        name, version = _version_params(request)
+        record = self.service.store.version(name, version)
         return _json_response(msgspec.to_builtins(record))
 
     async def delete_version(self, request: Request) -> Response:
         self._authorize(request)
-        record = await self.service.delete_version(request.path_params["name"], request.path_params["version"])
+        self._check_ready()
+        name, version = _version_params(request)
+        record = await self.service.delete_version(name, version)
         return _json_response({"deleted": [record.version]})
 
     async def list_aliases(self, request: Request) -> Response:
@@ -192,6 +197,7 @@ class DaemonApp:
 
     async def set_alias(self, request: Request) -> Response:
         self._authorize(request)
+        self._check_ready()
         weights = _weights(await self._body(request))
         name, alias = request.path_params["name"], request.path_params["alias"]
         result = await self.service.set_alias(name, alias, weights)
@@ -199,6 +205,7 @@ class DaemonApp:
 
     async def delete_alias(self, request: Request) -> Response:
         self._authorize(request)
+        self._check_ready()
         await self.service.delete_alias(request.path_params["name"], request.path_params["alias"])
         return Response(status_code=204)
 
@@ -251,6 +258,10 @@ class DaemonApp:
                 error = self._cancelled(name)
         except WasmhiveError as exc:
             error = exc
+        except BaseException:
+            if counted:  # (a bug or a cancellation: the gauge must still come down)
+                self.metrics.request_finished(name, version, "internal", time.perf_counter() - started)
+            raise
         finally:
             self._call_done(cancel)
         outcome = "ok" if error is None else type(error).__name__
@@ -317,6 +328,14 @@ class DaemonApp:
             _close_if_unread(request.scope, response)
             self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
             return response
+        except BaseException:  # a client that left mid-upload, a bug: release what the call holds
+            self._call_done(scope)
+            if counted:
+                self.metrics.request_finished(name, version, "internal", time.perf_counter() - started)
+            if chunks is not None:
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()  # type: ignore[attr-defined]
+            raise
         assert chunks is not None and version is not None
         self._call_done(scope)
         relay_scope = anyio.CancelScope(deadline=scope.deadline)
@@ -393,6 +412,11 @@ class DaemonApp:
             return ShuttingDown("the daemon is shutting down and the grace period is over", function=name)
         return RequestTimeout(f"no answer within server.request_timeout={self._timeout:g} s", function=name)
 
+    def _check_ready(self) -> None:
+        """Registry changes wait until the recorded versions are restored (they could race the restore)."""
+        if not self.service.ready:
+            raise Starting("the daemon is starting: its functions are being restored")
+
     def _authorize(self, request: Request) -> None:
         if self._token is None:
             return
@@ -414,7 +438,7 @@ class DaemonApp:
         ``Request.stream`` reads them (a client gone is :class:`ClientDisconnect`).  Once
         the body is read to its end the scope says so (see :func:`_close_if_unread`).
         """
-        if length is not None and length.isdigit() and int(length) > self._max_body:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > self._max_body:
             raise PayloadTooLarge(
                 f"request body of {length} bytes is over server.max_body_bytes={self._max_body}",
                 size=int(length),
@@ -623,6 +647,14 @@ def _wants_sse(accept: str | None) -> bool:
     return accept is not None and "text/event-stream" in accept
 
 
+def _version_params(request: Request) -> tuple[str, int]:
+    """The ``{name}`` and ``{version}`` path parameters; a version past SQLite's integers is unknown."""
+    name, version = request.path_params["name"], request.path_params["version"]
+    if version > 2**63 - 1:
+        raise UnknownFunction(f"function {name!r} has no version {version}", function=name)
+    return name, version
+
+
 def _request_id(given: str | None) -> str:
     """The caller's ``X-Request-Id`` if it is a plain token (``_REQUEST_ID``), else a new one."""
     if given is not None and _REQUEST_ID.match(given):
@@ -706,7 +738,11 @@ def _weights(body: bytes) -> dict[int, int]:
     if isinstance(data, dict) and data:
         weights: dict[int, int] = {}
         for key, weight in data.items():
-            if not str(key).isdigit() or not isinstance(weight, int) or isinstance(weight, bool):
+            if (
+                not (str(key).isascii() and str(key).isdigit() and len(str(key)) <= 18)
+                or not isinstance(weight, int)
+                or isinstance(weight, bool)
+            ):
                 raise BadRequest(f"alias weights map version numbers to integer weights, got {key!r}: {weight!r}")
             weights[int(key)] = weight
         return weights

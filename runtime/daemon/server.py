@@ -51,6 +51,7 @@ async def serve(
     data_dir = config.resolved_data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     store = FunctionStore(data_dir)
+    service: FunctionService | None = None
     try:
         async with Runtime(config.runtime_config()) as runtime:
             service = FunctionService(runtime, store, config)
@@ -86,6 +87,8 @@ async def serve(
                     await requests.wait_idle()
                 nursery.cancel_scope.cancel()
     finally:
+        if service is not None:
+            service.close()  # (after the runtime: no actor calls the trace hook any more)
         store.close()
 
 

@@ -237,9 +237,9 @@ class FunctionService:
         if not _NAME.match(name):
             raise UnknownFunction(f"no function named {name!r}", function=name)
         selector = selector or LATEST
-        if selector.isdigit():
+        if selector.isascii() and selector.isdigit() and len(selector) <= 18:
             version = int(selector)
-            if runtime_name(name, version) not in self._versions:
+            if runtime_name(name, version) not in self._versions and runtime_name(name, version) not in self.broken:
                 raise UnknownFunction(f"function {name!r} has no version {version}", function=name)
             return Route(name, (version,))
         aliases = self.store.aliases(name)

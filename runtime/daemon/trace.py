@@ -32,6 +32,8 @@ class ExecutionTrace:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        #: Lines that could not be written.
+        self.lost = 0
 
     def hook(self, name: str, version: int) -> CallHook:
         """A call hook that records every entry into a guest of ``name`` version ``version``."""
@@ -39,7 +41,10 @@ class ExecutionTrace:
         fd = self._fd
 
         def record(actor: Actor, instance: WasmInstance, payload: bytes) -> None:
-            os.write(fd, prefix + payload_digest(payload).encode() + b'"}\n')
+            try:
+                os.write(fd, prefix + payload_digest(payload).encode() + b'"}\n')
+            except OSError:  # a full disk must not crash every call: the trace just misses lines
+                self.lost += 1
 
         return record
 
