@@ -14,12 +14,15 @@ through Starlette.  The daemon always runs on trio, so invocations use
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import itertools
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -69,16 +72,57 @@ _CancelScope: TypeAlias = trio.CancelScope | anyio.CancelScope
 
 
 class AccessLog:
-    """One JSON line per invocation (function, version, actor, outcome, duration, request id)."""
+    """One JSON line per invocation (function, version, actor, outcome, duration, request id).
 
-    def __init__(self, enabled: bool, stream: Any = None) -> None:
+    Lines are encoded on the event loop and written by a thread of their own,
+    so a slow or stalled reader of stderr never holds up requests: past
+    ``buffer`` lines waiting, new ones are dropped and counted in ``dropped``.
+    """
+
+    def __init__(self, enabled: bool, stream: Any = None, *, buffer: int = 10_000) -> None:
         self.enabled = enabled
         self._stream = stream if stream is not None else sys.stderr
+        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=buffer)
+        #: Lines dropped because the writer fell ``buffer`` lines behind.
+        self.dropped = 0
+        self._writer: threading.Thread | None = None
 
     def write(self, **fields: Any) -> None:
-        if self.enabled:
-            self._stream.write(_json.encode(fields).decode() + "\n")
-            self._stream.flush()
+        if not self.enabled:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_lines, name="wasmhive-access-log", daemon=True)
+            self._writer.start()
+        try:
+            self._lines.put_nowait(_json.encode(fields).decode() + "\n")
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write the lines still waiting (for up to ``timeout`` seconds) and stop the writer."""
+        if self._writer is None:
+            return
+        with contextlib.suppress(queue.Full):
+            self._lines.put(None, timeout=timeout)
+        self._writer.join(timeout)
+        self._writer = None
+
+    def _write_lines(self) -> None:  # on the writer thread
+        while True:
+            line = self._lines.get()
+            batch: list[str] = []
+            while line is not None:
+                batch.append(line)
+                try:
+                    line = self._lines.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                with contextlib.suppress(OSError, ValueError):  # a closed or broken stderr loses lines, not calls
+                    self._stream.write("".join(batch))
+                    self._stream.flush()
+            if line is None:
+                return
 
 
 class DaemonApp:

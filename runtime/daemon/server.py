@@ -52,6 +52,7 @@ async def serve(
     data_dir.mkdir(parents=True, exist_ok=True)
     store = FunctionStore(data_dir)
     service: FunctionService | None = None
+    app: DaemonApp | None = None
     try:
         async with Runtime(config.runtime_config()) as runtime:
             service = FunctionService(runtime, store, config)
@@ -89,6 +90,8 @@ async def serve(
     finally:
         if service is not None:
             service.close()  # (after the runtime: no actor calls the trace hook any more)
+        if app is not None:
+            app.log.close()
         store.close()
 
 

@@ -136,8 +136,8 @@ class FunctionService:
             target = runtime_name(name, version)
             await self.runtime.deploy(target, module, kind=kind, **_runtime_options(effective))
             try:
-                digest = self.store.put_module(module)
-                record = self.store.add_version(name, kind=kind, digest=digest, size=len(module), options=recorded)
+                # Hashing, fsync and the commit take milliseconds for a big module: off the loop.
+                record = await anyio.to_thread.run_sync(self._record_version, name, module, kind, recorded)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.runtime.undeploy(target)
@@ -145,6 +145,11 @@ class FunctionService:
             assert record.version == version, (record.version, version)
             self._started(target, name, version)
             return record
+
+    def _record_version(self, name: str, module: bytes, kind: str, options: dict[str, Any]) -> VersionRecord:
+        """Store the module and record the version (on a worker thread; the store has its own lock)."""
+        digest = self.store.put_module(module)
+        return self.store.add_version(name, kind=kind, digest=digest, size=len(module), options=options)
 
     def _same_version(self, name: str, module: bytes, kind: str, options: dict[str, Any]) -> VersionRecord | None:
         """A running version with this module, kind and options, if there is one (the newest)."""
