@@ -96,6 +96,25 @@ def test_requests_counted_by_outcome() -> None:
     }
 
 
+def test_a_deleted_version_leaves_no_request_series() -> None:
+    m = fixed([])
+    for version, outcome in ((1, "ok"), (1, "GuestTrap"), (2, "ok")):
+        m.request_started("echo", version)
+        m.request_finished("echo", version, outcome, 0.002)
+    m.forget("echo", 1)
+    m.forget("echo", 7)  # never seen: nothing to do
+    samples, _ = scrape(m)
+    assert series(samples, "wasmhive_requests_total") == {
+        frozenset({"function": "echo", "version": "2", "outcome": "ok"}.items()): 1.0,
+    }
+    versions = {dict(labels)["version"] for labels in series(samples, "wasmhive_request_duration_seconds_count")}
+    assert versions == {"2"}
+    m.request_started("echo", 1)  # a version number used again starts from zero
+    m.request_finished("echo", 1, "ok", 0.002)
+    samples, _ = scrape(m)
+    assert value(samples, "wasmhive_requests_total", function="echo", version="1", outcome="ok") == 1.0
+
+
 def test_latency_histogram_buckets() -> None:
     m = fixed([])
     for seconds in (0.00005, 0.0003, 0.0003, 0.2, 45.0):

@@ -222,6 +222,8 @@ class DaemonApp:
         self._authorize(request)
         self._check_ready()
         records = await self.service.delete_function(request.path_params["name"])
+        for record in records:
+            self.metrics.forget(record.name, record.version)
         return _json_response({"deleted": [r.version for r in records]})
 
     async def show_version(self, request: Request) -> Response:
@@ -234,6 +236,7 @@ class DaemonApp:
         self._check_ready()
         name, version = _version_params(request)
         record = await self.service.delete_version(name, version)
+        self.metrics.forget(name, version)
         return _json_response({"deleted": [record.version]})
 
     async def list_aliases(self, request: Request) -> Response:

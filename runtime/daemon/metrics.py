@@ -18,6 +18,7 @@ rest of ``/metrics`` is still served.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
@@ -272,6 +273,17 @@ class DaemonMetrics:
             series.requests[outcome] = counter
         counter.inc()
         series.duration.observe(seconds)
+
+    def forget(self, function: str, version: int) -> None:
+        """Drop the request series of a deleted version, so that /metrics does not grow with every deploy."""
+        series = self._series.pop((function, version), None)
+        if series is None:
+            return
+        for outcome in series.requests:
+            with contextlib.suppress(KeyError):
+                self._requests.remove(series.function, series.version, outcome)
+        with contextlib.suppress(KeyError):
+            self._duration.remove(series.function, series.version)
 
     def render(self) -> tuple[bytes, str]:
         """The body and content type of a ``/metrics`` answer (Prometheus text format)."""
