@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from timing import git_state
+
 REPO = Path(__file__).resolve().parent.parent
 ECHO_WAT = REPO / "examples" / "echo.wat"
 DEFAULT_OUT = REPO / "bench" / "results" / "http.json"
@@ -682,23 +684,9 @@ def machine(settings: Settings) -> dict[str, Any]:
         "wrk": wrk[0] if wrk else None,
         "payload_bytes": len(PAYLOAD),
         "settings": asdict(settings),
-        **git_state(),
+        **git_state(REPO),
         "load_avg_start": list(os.getloadavg()),
     }
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        changed = git("diff", "--name-only", "HEAD").splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_changed": None}
-    return {"git_commit": commit, "git_changed": [p for p in changed if not p.startswith("bench/")]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from timing import (
     AsyncCall,
     Samples,
     SyncCall,
+    git_state,
     map_count,
     max_map_count,
     percentile,
@@ -645,25 +645,9 @@ def machine() -> Results:
         "extism_sys": metadata.version("extism-sys"),
         "payload_bytes": len(PAYLOAD),
         "fuel": RuntimeConfig().fuel,
-        **git_state(),
+        **git_state(REPO),
         "load_avg_start": list(os.getloadavg()),
     }
-
-
-def git_state() -> Results:
-    """The commit measured, and the files changed since it (outside ``bench/``)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        changed = git("diff", "--name-only", "HEAD").splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_changed": None}
-    return {"git_commit": commit, "git_changed": [path for path in changed if not path.startswith("bench/")]}
 
 
 def print_report(results: Results) -> None:

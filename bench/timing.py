@@ -1,7 +1,8 @@
-"""Timing loops, percentiles and process-memory probes for the benchmark."""
+"""Timing loops, percentiles, process-memory probes and the measured commit, for the benchmarks."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -128,3 +129,19 @@ def map_count() -> int:
 def max_map_count() -> int:
     """The kernel's cap on memory mappings per process (``vm.max_map_count``)."""
     return int(Path("/proc/sys/vm/max_map_count").read_text())
+
+
+def git_state(repo: Path) -> dict[str, object]:
+    """The commit measured, and the files changed since it (outside ``bench/``)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("diff", "--name-only", "HEAD").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_changed": None}
+    return {"git_commit": commit, "git_changed": [path for path in changed if not path.startswith("bench/")]}

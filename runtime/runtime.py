@@ -364,22 +364,19 @@ class Runtime:
         lives (session affinity).  Raises the call's typed error
         (:class:`GuestError`, :class:`CallTimeout`, :class:`CircuitOpen`, ...).
         """
-        if self._closed:
-            raise RuntimeClosed("the runtime is closed", function=name)
-        deployment = self._deployments.get(name)
-        if deployment is None:
-            raise self._unknown(name)
-        if type(payload) is not bytes:
-            payload = _as_bytes(payload)
-        if len(payload) > self._max_payload:
-            raise self._too_large(name, payload)
         try:
+            if self._closed:
+                raise RuntimeClosed("the runtime is closed", function=name)
+            deployment = self._deployments.get(name)
+            if deployment is None:
+                raise self._unknown(name)
+            if type(payload) is not bytes:
+                payload = _as_bytes(payload)
+            if len(payload) > self._max_payload:
+                raise self._too_large(name, payload)
             return await deployment.call(payload, key)
         except WasmhiveError:
-            # A refusal (full mailbox, open breaker, ...) can come without any wait: yield
-            # once, so that a caller retrying in a loop cannot starve the event loop.
-            assert self._bridge is not None
-            await self._bridge.checkpoint()
+            await self._after_refusal()
             raise
 
     async def stream(self, name: str, payload: bytes, *, key: str | None = None) -> AsyncIterator[bytes]:
@@ -430,13 +427,29 @@ class Runtime:
 
     async def ask(self, ref: ActorRef, payload: bytes) -> bytes:
         """Send one message to a specific actor (see :meth:`actors`)."""
-        actor = self._registry.get(ref)
-        if actor is None:
-            reason = self._registry.reason_of(ref)
-            raise ActorCrashed(
-                f"actor {ref.id} is gone ({reason.kind}: {reason.message})", function=ref.function, reason=reason.kind
-            )
-        return await actor.ask(_as_bytes(payload))
+        try:
+            actor = self._registry.get(ref)
+            if actor is None:
+                reason = self._registry.reason_of(ref)
+                raise ActorCrashed(
+                    f"actor {ref.id} is gone ({reason.kind}: {reason.message})",
+                    function=ref.function,
+                    reason=reason.kind,
+                )
+            return await actor.ask(_as_bytes(payload))
+        except WasmhiveError:
+            await self._after_refusal()
+            raise
+
+    async def _after_refusal(self) -> None:
+        """Yield once before raising a typed error.
+
+        Refusals (unknown function, full mailbox, open breaker, ...) can come
+        without any wait; a caller retrying in a loop must still let the event
+        loop run, or the replies it waits for never arrive.
+        """
+        if self._bridge is not None:
+            await self._bridge.checkpoint()
 
     # --- observing --------------------------------------------------------------------
 

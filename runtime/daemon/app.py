@@ -146,7 +146,6 @@ class DaemonApp:
         self.draining = False
         self._calls: set[_CancelScope] = set()
         self._shutdown_cancelled = False
-        self._idle = anyio.Event()
         self.asgi = build_app(self)
 
     # --- shutdown ----------------------------------------------------------------------
@@ -155,17 +154,6 @@ class DaemonApp:
     def in_flight(self) -> int:
         """Invocations being answered now."""
         return len(self._calls)
-
-    def _call_done(self, scope: _CancelScope) -> None:
-        self._calls.discard(scope)
-        if not self._calls:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        """Return when no invocation is being answered."""
-        while self._calls:
-            self._idle = anyio.Event()
-            await self._idle.wait()
 
     def cancel_calls(self) -> None:
         """The grace period is over: calls still running are answered with 503 ShuttingDown."""
@@ -310,7 +298,7 @@ class DaemonApp:
                 self.metrics.request_finished(name, version, "internal", time.perf_counter() - started)
             raise
         finally:
-            self._call_done(cancel)
+            self._calls.discard(cancel)
         outcome = "ok" if error is None else type(error).__name__
         elapsed = time.perf_counter() - started
         label = self._label(name, version)
@@ -353,7 +341,7 @@ class DaemonApp:
             if scope.cancelled_caught:
                 raise self._cancelled(name)
         except WasmhiveError as exc:
-            self._call_done(scope)
+            self._calls.discard(scope)
             if chunks is not None:
                 await chunks.aclose()  # type: ignore[attr-defined]
             outcome = type(exc).__name__
@@ -376,7 +364,7 @@ class DaemonApp:
             self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
             return response
         except BaseException:  # a client that left mid-upload, a bug: release what the call holds
-            self._call_done(scope)
+            self._calls.discard(scope)
             if counted:
                 self.metrics.request_finished(name, version, "internal", time.perf_counter() - started)
             if chunks is not None:
@@ -384,7 +372,7 @@ class DaemonApp:
                     await chunks.aclose()  # type: ignore[attr-defined]
             raise
         assert chunks is not None and version is not None
-        self._call_done(scope)
+        self._calls.discard(scope)
         relay_scope = anyio.CancelScope(deadline=scope.deadline)
         self._calls.add(relay_scope)
         headers = {"x-request-id": request_id, "x-wasmhive-version": str(version)}
@@ -431,7 +419,7 @@ class DaemonApp:
             outcome = "ClientDisconnected"  # the response's task group was cancelled: the client is gone
             raise
         finally:
-            self._call_done(scope)
+            self._calls.discard(scope)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()  # type: ignore[attr-defined]
             if error is not None:

@@ -79,7 +79,7 @@ async def serve(
                 # Hypercorn stops accepting now and waits for open requests; after the grace
                 # period, calls still running are cancelled and answered with 503.
                 with trio.move_on_after(grace):
-                    await app.wait_idle()
+                    await requests.wait_idle()
                 app.cancel_calls()
                 # Answers take a moment to send.  Then stop Hypercorn (and the signal watcher)
                 # rather than wait for it: it can hang on to a keep-alive connection whose next

@@ -19,6 +19,7 @@ __all__ = [
     "AnswerRecord",
     "ExecutionRecord",
     "FaultRecord",
+    "FunctionState",
     "History",
     "LostRecord",
     "Outcome",
@@ -79,11 +80,9 @@ class FaultRecord(msgspec.Struct, frozen=True):
     note: str
 
 
-class Sample(msgspec.Struct, frozen=True):
-    """The state of one function at one moment (sampled every ``SAMPLE_INTERVAL``)."""
+class FunctionState(msgspec.Struct, frozen=True):
+    """A function's state as the target reports it (counters are totals since deploy)."""
 
-    at: float
-    function: str
     pool_size: int
     instances: int
     in_flight: int
@@ -92,8 +91,15 @@ class Sample(msgspec.Struct, frozen=True):
     restarts: int
     retries: int
     rejections: int
-    #: The target could not be read at that moment (a daemon that is down): the last values read.
+    #: The target could not be read (a daemon that is down): these are the last values read.
     stale: bool = False
+
+
+class Sample(FunctionState, frozen=True, kw_only=True):
+    """The state of one function at one moment (sampled every ``SAMPLE_INTERVAL``)."""
+
+    at: float
+    function: str
 
 
 class SupervisionRecord(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import msgspec
 
 from wasmhive.actors.errors import WasmhiveError
 
@@ -163,18 +164,4 @@ def take_sample(target: Target, history: History) -> None:
     """Record every function's state now."""
     at = history.now()
     for name, s in target.sample().items():
-        history.samples.append(
-            Sample(
-                at,
-                name,
-                s.pool_size,
-                s.instances,
-                s.in_flight,
-                s.breaker,
-                s.crashes,
-                s.restarts,
-                s.retries,
-                s.rejections,
-                s.stale,
-            )
-        )
+        history.samples.append(Sample(**msgspec.structs.asdict(s), at=at, function=name))

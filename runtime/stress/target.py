@@ -12,26 +12,11 @@ from typing import Protocol
 
 import msgspec
 
-from .history import History
+from .history import FunctionState, History
 from .scenario import Scenario
 from .schedule import FaultEvent, FaultSchedule
 
 __all__ = ["FunctionState", "Injection", "Target"]
-
-
-class FunctionState(msgspec.Struct, frozen=True):
-    """A function's state as the target reports it (counters are totals since deploy)."""
-
-    pool_size: int
-    instances: int
-    in_flight: int
-    breaker: str | None
-    crashes: int
-    restarts: int
-    retries: int
-    rejections: int
-    #: The target could not be read (a daemon that is down): these are the last values read.
-    stale: bool = False
 
 
 class Injection(msgspec.Struct, frozen=True):
