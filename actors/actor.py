@@ -303,18 +303,21 @@ class Actor:
         """Send ``Invoke(payload)`` and return the emitted chunks joined with the reply."""
         collector = ChunkCollector()
         message = Invoke(payload)
+        if self._inline and self.state is ActorState.IDLE and not self._mailbox:
+            # No task switch on this path: honour cancellation without yielding.  Only
+            # one call in YIELD_EVERY yields for real, so that a tight loop of inline
+            # calls still lets deadlines fire and other tasks run.
+            bridge = self._bridge
+            bridge.calls_without_yield += 1
+            if bridge.calls_without_yield >= YIELD_EVERY:
+                bridge.calls_without_yield = 0
+                await bridge.checkpoint()
+                # Other tasks ran meanwhile: the actor may have crashed, been killed or
+                # taken other messages, so the checks below are made again.
+            else:
+                await bridge.checkpoint_if_cancelled()
         if self.state is ActorState.IDLE and not self._mailbox:
             if self._inline:
-                # No task switch on this path: honour cancellation without yielding.  Only
-                # one call in YIELD_EVERY yields for real, so that a tight loop of inline
-                # calls still lets deadlines fire and other tasks run.
-                bridge = self._bridge
-                bridge.calls_without_yield += 1
-                if bridge.calls_without_yield >= YIELD_EVERY:
-                    bridge.calls_without_yield = 0
-                    await bridge.checkpoint()
-                else:
-                    await bridge.checkpoint_if_cancelled()
                 outcome = self._run_inline(message, collector)
             else:
                 await self._bridge.checkpoint_if_cancelled()  # never start work for a cancelled caller

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 from helpers import eventually
 
+from wasmhive.actors.actor import YIELD_EVERY
 from wasmhive.runtime import (
     ActorCrashed,
     ActorState,
@@ -216,6 +217,32 @@ async def test_idle_inline_dispatch_does_not_switch_tasks(rt: Runtime) -> None:
         trio.lowlevel.remove_instrument(counter)
     # The calling task ran all 100 calls without being rescheduled once.
     assert counter.steps == 0
+
+
+async def test_an_inline_actor_that_dies_during_the_periodic_yield_fails_the_call_typed(rt: Runtime) -> None:
+    # One inline call in YIELD_EVERY yields for real; other tasks run meanwhile and
+    # may crash or kill the actor.  The call must then fail with ActorCrashed, not
+    # run on the dead actor's missing instance.
+    await rt.deploy("echo", guests.ECHO.encode(), mode="inline", instances=1)
+    (actor,) = rt.deployment("echo").actors
+    bridge = actor._bridge
+    real_checkpoint = bridge.checkpoint
+
+    async def checkpoint_while_the_actor_is_killed() -> None:
+        actor.kill()  # what another task could do while this one is parked
+        await real_checkpoint()
+
+    bridge.checkpoint = checkpoint_while_the_actor_is_killed
+    bridge.calls_without_yield = YIELD_EVERY - 1
+    try:
+        with pytest.raises(ActorCrashed, match="killed"):
+            await rt.invoke("echo", b"x")
+    finally:
+        bridge.checkpoint = real_checkpoint
+    assert actor.state is ActorState.CRASHED
+    # The pool replaces the actor, and calls go on.
+    await eventually(lambda: len(rt.deployment("echo").actors) == 1)
+    assert await rt.invoke("echo", b"again") == b"again"
 
 
 async def test_busy_inline_actor_queues_and_hands_the_turn_back(rt: Runtime) -> None:

@@ -119,7 +119,11 @@ class UntypedTarget(EmbeddedTarget):
 @pytest.mark.trio
 async def test_an_untyped_error_is_invalid() -> None:
     report = await run_stress(scenario(HEALTHY.split("[[faults]]")[0]), target=UntypedTarget())
-    assert {i.name: i.verdict for i in report.invariants}["typed_errors"] == "invalid"
+    typed = next(i for i in report.invariants if i.name == "typed_errors")
+    assert typed.verdict == "invalid"
+    # The detail names the error and where it was raised, so the report points at the bug.
+    assert "ConnectionResetError (the connection was reset (raised at test_stress_run.py:" in typed.detail
+    assert "in call)" in typed.detail
 
 
 @pytest.mark.trio

@@ -181,8 +181,7 @@ def check(history: History, scenario: Scenario) -> CheckResult:
         _invariant(
             "typed_errors",
             untyped,
-            f"{len(untyped)} answers were errors that are not WasmhiveError: "
-            + ", ".join(sorted({a.error or "?" for a in history.answers if a.outcome == "untyped"})),
+            f"{len(untyped)} answers were errors that are not WasmhiveError: " + _untyped_kinds(history),
             "every error was a typed WasmhiveError",
         ),
     ]
@@ -291,6 +290,15 @@ def check(history: History, scenario: Scenario) -> CheckResult:
         windows=windows,
         recovery=recovery,
     )
+
+
+def _untyped_kinds(history: History) -> str:
+    """Each untyped error type once, with the message of its first occurrence (where it was raised)."""
+    first: dict[str, str | None] = {}
+    for a in history.answers:
+        if a.outcome == "untyped":
+            first.setdefault(a.error or "?", a.message)
+    return "; ".join(f"{kind} ({message})" if message else kind for kind, message in sorted(first.items()))
 
 
 def _invariant(name: str, bad: list[int], failed: str, held: str) -> Invariant:

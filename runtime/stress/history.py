@@ -11,6 +11,8 @@ atomic in CPython); everything else is recorded on the event loop.
 from __future__ import annotations
 
 import time
+import traceback
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -26,7 +28,17 @@ __all__ = [
     "RequestRecord",
     "Sample",
     "SupervisionRecord",
+    "raised_at",
 ]
+
+
+def raised_at(error: BaseException) -> str:
+    """``file:line in function`` of the innermost frame that raised ``error`` ("?" if unknown)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
 
 #: ``ok``: a reply; ``error``: a typed error (a WasmhiveError); ``untyped``: any other exception.
 Outcome = Literal["ok", "error", "untyped"]
@@ -150,15 +162,16 @@ class History:
         return self._ids.get(payload)
 
     def answer(self, request: int, outcome: Outcome, error: BaseException | None = None) -> None:
-        """Record an answer to ``request``."""
+        """Record an answer to ``request``.
+
+        An untyped error's message says where it was raised, so that the report
+        points at the bug (an ``AssertionError`` alone has no message at all).
+        """
+        message = None if error is None else str(error)[:300]
+        if outcome == "untyped" and error is not None:
+            message = f"{message} (raised at {raised_at(error)})" if message else f"raised at {raised_at(error)}"
         self.answers.append(
-            AnswerRecord(
-                request,
-                self.now(),
-                outcome,
-                None if error is None else type(error).__name__,
-                None if error is None else str(error)[:300],
-            )
+            AnswerRecord(request, self.now(), outcome, None if error is None else type(error).__name__, message)
         )
 
     def give_up(self, request: int) -> None:
