@@ -45,7 +45,7 @@ from .messages import (
 )
 from .monitor import Monitor
 from .sinks import ChunkCollector, ChunkPipe
-from .worker import ActorThread
+from .worker import ActorThread, ThreadPark
 
 __all__ = [
     "Actor",
@@ -136,6 +136,8 @@ class Actor:
         bridge: LoopBridge,
         ticker: TickDemand,
         starter: ActorThread | None = None,
+        *,
+        park: ThreadPark | None = None,
     ) -> None:
         self.ref = ref
         self.policy = policy
@@ -153,7 +155,10 @@ class Actor:
         self._starter = starter
         self._inline = policy.mode == "inline"
         self._instance: WasmInstance | None = None
-        self._thread: ActorThread | None = None if self._inline else ActorThread(f"wasmhive-{ref.function}-{ref.id}")
+        #: The actor's own thread, taken from ``park`` at the first call and given back when it ends.
+        self._thread: ActorThread | None = (
+            None if self._inline else ActorThread(f"wasmhive-{ref.function}-{ref.id}", park)
+        )
         self._mailbox: deque[Envelope] = deque()
         self._space: anyio.Event | None = None
         self._granted: Envelope | None = None

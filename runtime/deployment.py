@@ -29,7 +29,7 @@ from wasmhive.actors.bridge import LoopBridge
 from wasmhive.actors.errors import ActorCrashed, CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ActorRef, ExitReason
-from wasmhive.actors.worker import ActorThread
+from wasmhive.actors.worker import ActorThread, ThreadPark
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.backoff import BackoffPolicy, RestartBackoff
 from wasmhive.supervisors.breaker import BreakerPolicy, CircuitBreaker
@@ -114,6 +114,7 @@ class Deployment:
         bridge: LoopBridge,
         ticker: EpochTicker,
         starter: ActorThread,
+        park: ThreadPark | None = None,
         scheduler: Scheduler,
         events: EventBus,
         shutdown_grace: float,
@@ -128,6 +129,7 @@ class Deployment:
         self._bridge = bridge
         self._ticker = ticker
         self._starter = starter
+        self._park = park
         self._clock: Callable[[], float] = scheduler.now
         self._scheduler = scheduler
         self._events = events
@@ -220,7 +222,13 @@ class Deployment:
 
     def _spawn(self) -> Actor:
         actor = Actor(
-            self._registry.new_ref(self.name), self.spec, self._policy, self._bridge, self._ticker, self._starter
+            self._registry.new_ref(self.name),
+            self.spec,
+            self._policy,
+            self._bridge,
+            self._ticker,
+            self._starter,
+            park=self._park,
         )
         actor.call_hook = self._call_hook
         actor.start()

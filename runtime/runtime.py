@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,7 +32,7 @@ from wasmhive.actors.host import Fetcher, KeyValueStore
 from wasmhive.actors.messages import RUNTIME_CLOSING, ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
-from wasmhive.actors.worker import ActorThread
+from wasmhive.actors.worker import ActorThread, ThreadPark
 from wasmhive.supervisors.autoscaler import PoolPolicy
 from wasmhive.supervisors.breaker import BreakerPolicy
 from wasmhive.supervisors.bulkhead import BulkheadPolicy
@@ -99,6 +100,8 @@ class Runtime:
         self._ticker = EpochTicker(self.engine, self.config.epoch_tick)
         #: Starts thread actors' guests (one thread for all: idle actors own no thread).
         self._starter = ActorThread("wasmhive-starter")
+        #: Threads of ended thread actors, reused by new ones (restarts create no threads).
+        self.thread_park = ThreadPark()
         self._registry = ActorRegistry()
         self._deployments: dict[str, Deployment] = {}
         self._reserved: set[str] = set()
@@ -157,6 +160,7 @@ class Runtime:
             self._starter.stop()
             await anyio.to_thread.run_sync(_join_all, started, 5.0)
             await anyio.to_thread.run_sync(self._starter.join, 5.0)
+            await anyio.to_thread.run_sync(_join_threads, self.thread_park.close(), 5.0)
         self._deployments.clear()
         self._ticker.stop()
         if self._http is not None:
@@ -290,6 +294,7 @@ class Runtime:
                 bridge=self._bridge,
                 ticker=self._ticker,
                 starter=self._starter,
+                park=self.thread_park,
                 scheduler=self._scheduler,
                 events=self.events,
                 shutdown_grace=self.config.shutdown_grace,
@@ -528,6 +533,11 @@ class Runtime:
 def _join_all(actors: list[Actor], timeout: float) -> None:
     for actor in actors:
         actor.join_thread(timeout)
+
+
+def _join_threads(threads: list[threading.Thread], timeout: float) -> None:
+    for thread in threads:
+        thread.join(timeout)
 
 
 def _as_bytes(payload: Any) -> bytes:

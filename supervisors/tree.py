@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -141,7 +142,8 @@ class Supervisor:
         self._children: list[_Child] = []
         #: Forget children that end for good (a dynamic supervisor's do not come back).
         self._forget_finished = False
-        self._restart_times: list[float] = []
+        #: Times of the restarts within the last ``period`` (oldest first).
+        self._restart_times: deque[float] = deque()
         self._rng = random.Random()  # shared by the children's backoffs
         self._state = _State()
         ids = [spec.id for spec in children]
@@ -273,8 +275,10 @@ class Supervisor:
         """Record one restart; False (after giving up) if that exceeds the intensity."""
         now = self._scheduler.now()
         policy = self.policy
-        self._restart_times = [t for t in self._restart_times if now - t <= policy.period]
-        self._restart_times.append(now)
+        times = self._restart_times
+        while times and now - times[0] > policy.period:  # (amortised O(1): a busy pool restarts often)
+            times.popleft()
+        times.append(now)
         if len(self._restart_times) <= policy.max_restarts:
             return True
         self.events.publish(SupervisorGaveUp(self.name, len(self._restart_times), policy.period, now))

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from wasmhive.actors.host import HostCallError
+from wasmhive.runtime import MemoryKeyValueStore
 from wasmhive.runtime.stress import ScenarioError, build_schedule, load_scenario, parse_scenario
+from wasmhive.runtime.stress.faults import FaultyKeyValueStore
+from wasmhive.runtime.stress.history import History
 from wasmhive.runtime.stress.load import PayloadFactory, arrivals, choose_function
 from wasmhive.runtime.stress.scenario import PayloadSpec
+from wasmhive.runtime.stress.schedule import FaultSchedule, hash_prefix, unit, unit_after
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -98,6 +106,23 @@ def test_load_is_seeded_too_and_payloads_are_unique() -> None:
             "faults[0].function",
         ),
         ('[load]\nrate = 1.0\nbogus = 1\n[[functions]]\nname = "a"', "load"),
+        # a host fault needs a latency or an error (a probability alone does nothing)
+        ('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nprobability = 0.5', "faults[0]:"),
+        ('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"', "faults[0]:"),
+        (
+            '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nlatency = 0.001\njitter = 0.002',
+            "faults[0].jitter",
+        ),
+        (
+            '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nerror = "melt"',
+            "faults[0].error",
+        ),
+        # error is for host faults only
+        (
+            '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nlatency = 0.001\n'
+            '[[faults]]\nkind = "kill"\nrate = 1.0\nerror = "crash"',
+            "faults[1].error",
+        ),
     ],
 )
 def test_a_bad_scenario_names_the_field(toml: str, field: str) -> None:
@@ -112,3 +137,124 @@ def test_every_bundled_scenario_is_valid() -> None:
     for path in paths:
         scenario = load_scenario(path)
         assert build_schedule(scenario).fingerprint() == build_schedule(scenario).fingerprint()
+
+
+def test_a_host_fault_with_neither_latency_nor_error_is_refused_by_name() -> None:
+    with pytest.raises(ScenarioError, match=r"^faults\[0\]: a host fault needs a latency or an error"):
+        parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nprobability = 0.5')
+    with pytest.raises(ScenarioError, match=r"^faults\[0\]\.error: only for host faults"):
+        parse_scenario(
+            '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "timeout"\nprobability = 0.1\nerror = "error"'
+        )
+    # either alone is enough
+    parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nerror = "crash"')
+    parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nlatency = 0.001')
+
+
+# --- host faults: FaultyKeyValueStore driven directly by a schedule ---------------------------------
+
+HOST = """
+duration = 10.0
+[[functions]]
+name = "a"
+[[functions]]
+name = "b"
+[load]
+rate = 1.0
+[[faults]]
+kind = "host"
+function = "a"
+{fault}
+"""
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays FaultyKeyValueStore sleeps, recorded instead of slept."""
+    delays: list[float] = []
+    monkeypatch.setattr("wasmhive.runtime.stress.faults.time.sleep", delays.append)
+    return delays
+
+
+def host_store(fault: str, seed: int = 3) -> tuple[FaultyKeyValueStore, FaultSchedule]:
+    """A FaultyKeyValueStore applying ``fault`` (to function "a", for the whole run) under ``seed``."""
+    schedule = build_schedule(parse_scenario(HOST.format(fault=fault)), seed)
+    store = FaultyKeyValueStore(MemoryKeyValueStore())
+    store.attach(schedule, History())
+    return store, schedule
+
+
+def drive(store: FaultyKeyValueStore, calls: int, namespace: str = "a") -> list[tuple[int, str]]:
+    """Make ``calls`` key-value calls; the number and exception name of those that failed."""
+    failed = []
+    for n in range(calls):
+        try:
+            store.incr(namespace, "k")
+        except (HostCallError, ConnectionError) as exc:
+            failed.append((n, type(exc).__name__))
+    return failed
+
+
+def within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:
+    """Whether ``count`` hits of ``n`` tries is within ``sigmas`` binomial standard deviations of ``n * p``."""
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+def test_a_host_fault_with_a_probability_and_a_latency_delays_that_share_of_calls_and_fails_none(
+    sleeps: list[float],
+) -> None:
+    store, _ = host_store("probability = 0.25\nlatency = 0.0004\njitter = 0.0001")
+    assert drive(store, 2000) == []
+    delayed, failed = store.counts[0]
+    assert failed == 0 and within(delayed, 2000, 0.25), delayed
+    assert len(sleeps) == delayed and all(0.0003 <= d <= 0.0005 for d in sleeps)
+    assert len(set(sleeps)) > 1  # jittered
+    assert drive(store, 100, namespace="b") == [] and store.counts[0] == [delayed, 0]  # another function: untouched
+    assert len(sleeps) == delayed
+
+
+def test_a_host_fault_without_a_probability_delays_every_call(sleeps: list[float]) -> None:
+    store, _ = host_store("latency = 0.0002")
+    assert drive(store, 500) == []
+    assert store.counts[0] == [500, 0] and sleeps == [0.0002] * 500
+
+
+def test_a_host_fault_with_an_error_fails_exactly_the_calls_it_hits(sleeps: list[float]) -> None:
+    store, schedule = host_store('probability = 0.1\nlatency = 0.0001\nerror = "error"')
+    failed = drive(store, 2000)
+    hits = [n for n in range(2000) if schedule.host_call_hit(0, n)]
+    assert [n for n, _ in failed] == hits and {name for _, name in failed} == {"HostCallError"}
+    assert within(len(hits), 2000, 0.1), len(hits)
+    assert store.counts[0] == [len(hits), len(hits)] and len(sleeps) == len(hits)
+
+    crash, schedule = host_store('probability = 0.5\nerror = "crash"')
+    failed = drive(crash, 200)
+    assert [n for n, _ in failed] == [n for n in range(200) if schedule.host_call_hit(0, n)]
+    assert {name for _, name in failed} == {"ConnectionError"} and within(len(failed), 200, 0.5)
+    assert crash.counts[0] == [0, len(failed)]  # no latency: nothing delayed
+
+    every, _ = host_store('error = "error"')
+    assert [n for n, _ in drive(every, 50)] == list(range(50)) and every.counts[0] == [0, 50]
+    assert len(sleeps) == len(hits)  # the faults without a latency never slept
+
+
+def test_host_decisions_are_the_same_for_the_same_seed_and_differ_for_another(sleeps: list[float]) -> None:
+    fault = 'probability = 0.3\nlatency = 0.001\njitter = 0.0005\nerror = "error"'
+    runs = []
+    for seed in (7, 7, 8):
+        store, _ = host_store(fault, seed)
+        sleeps.clear()
+        runs.append((drive(store, 400), list(sleeps)))
+    one, again, other = runs
+    assert one == again and one[0] and one[1]
+    assert one[0] != other[0] and one[1] != other[1]
+
+
+keys = st.lists(st.integers(min_value=-(2**70), max_value=2**70), max_size=4)
+
+
+@given(keys, keys)
+def test_a_hashed_prefix_gives_the_same_numbers_as_hashing_everything(head: list[int], tail: list[int]) -> None:
+    # Per-request decisions hash (seed, fault) once per run; they must equal unit() of all the keys.
+    assert unit_after(hash_prefix(*head), *tail) == unit(*head, *tail)
+    assert 0.0 <= unit(*head, *tail) < 1.0

@@ -13,9 +13,11 @@
   queued messages fail with ``ActorCrashed``), or during one (a busy actor,
   interrupted at its next deadline check with ``ActorKilled``; if none is
   busy, the next call of an actor is killed as it enters the guest).
-* ``host``: the key-value host calls of the function get added latency with
-  jitter, and fail: an error result the guest sees (``error``) or an
-  exception in the host (``crash``: ``HostError``, the actor is replaced).
+* ``host``: a share (``probability``, default all) of the function's
+  key-value host calls in the window is hit: each sleeps ``latency`` with
+  jitter, then, if the fault has an ``error``, fails: an error result the
+  guest sees (``error``) or an exception in the host (``crash``:
+  ``HostError``, the actor is replaced).
 * ``flood``: one actor gets a burst of extra messages (its mailbox size by
   default), so real callers routed to it queue behind them or get
   ``MailboxFull``.
@@ -112,9 +114,14 @@ class GuestProbe:
 class FaultyKeyValueStore:
     """A key-value store wrapper: the scenario's ``host`` faults, on the calls of the functions they name.
 
-    The namespace of a key-value host call is its function's name.  Latency
-    is a ``time.sleep`` on the calling thread (the actor's, as a slow remote
-    store would block it); failures are decided per call from the seed.
+    The namespace of a key-value host call is its function's name.  Each host
+    fault counts the calls of its function in its window and decides per call,
+    from the seed, whether it hits it (:meth:`FaultSchedule.host_call_hit`:
+    ``probability`` of them, or all).  A hit call first sleeps ``latency`` +/-
+    ``jitter`` on the calling thread (the actor's, as a slow remote store would
+    block it), then fails if the fault has an ``error``.  Calls not hit are
+    untouched.  Faults apply in the scenario's order; a call that one fails
+    ends there, so the later ones do not see (or count) it.
     """
 
     def __init__(self, inner: KeyValueStore) -> None:
@@ -123,8 +130,9 @@ class FaultyKeyValueStore:
         self._history: History | None = None
         self._faults: list[int] = []
         self._counters: dict[int, itertools.count[int]] = {}
-        #: Per host fault: [calls delayed, calls failed].
+        #: Per host fault: [calls delayed (hit calls that slept), calls failed (hit calls that failed)].
         self.counts: dict[int, list[int]] = {}
+        self._lock = threading.Lock()  # actors' threads call concurrently
 
     def attach(self, schedule: FaultSchedule, history: History) -> None:
         """Start applying the schedule's host faults."""
@@ -146,12 +154,18 @@ class FaultyKeyValueStore:
             spec = schedule.scenario.faults[i]
             if (spec.function is not None and spec.function != namespace) or not schedule.active(spec, at):
                 continue
-            n = next(self._counters[i])
+            with self._lock:
+                n = next(self._counters[i])
+                hit = schedule.host_call_hit(i, n)
+                if hit and spec.latency > 0:
+                    self.counts[i][0] += 1
+                if hit and spec.error is not None:
+                    self.counts[i][1] += 1
+            if not hit:
+                continue
             if spec.latency > 0:
-                self.counts[i][0] += 1
                 time.sleep(schedule.host_jitter(i, n))
-            if schedule.host_call_fails(i, n):
-                self.counts[i][1] += 1
+            if spec.error is not None:
                 if spec.error == "crash":
                     raise ConnectionError("stress: the key-value store is unreachable (injected)")
                 raise HostCallError("unavailable", "stress: the key-value store is unavailable (injected)")

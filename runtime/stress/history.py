@@ -40,6 +40,7 @@ def raised_at(error: BaseException) -> str:
     frame = frames[-1]
     return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
 
+
 #: ``ok``: a reply; ``error``: a typed error (a WasmhiveError); ``untyped``: any other exception.
 Outcome = Literal["ok", "error", "untyped"]
 

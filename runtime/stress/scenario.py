@@ -105,11 +105,18 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     Kind-specific fields: ``during_call`` (kill), ``messages`` (flood),
     ``latency``/``jitter``/``error`` (host), ``latency``/``jitter``
     (slow_connection), ``restart_after`` (daemon_kill).
+
+    A ``host`` fault works like a toxiproxy toxic with a toxicity: ``probability``
+    (default: every call) is the share of the function's key-value host calls in
+    the window that it hits.  A hit call sleeps ``latency`` +/- ``jitter``, then
+    fails if ``error`` is set; the other calls are untouched.
     """
 
     kind: FaultKind
     #: The function it hits (default: any function of the scenario).
     function: str | None = None
+    #: Per request (timeout, oom, fuel, kill, reset_connection), or, for host, the share of
+    #: key-value host calls the fault hits (default: every call in the window).
     probability: float | None = None
     rate: float | None = None
     window: tuple[float, float] | None = None
@@ -117,13 +124,14 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     during_call: bool = False
     #: flood: extra messages sent to one actor (default: its mailbox size).
     messages: int | None = None
-    #: host: seconds added to every key-value host call in the window, +/- ``jitter``;
+    #: host: seconds added to every key-value host call the fault hits, +/- ``jitter``;
     #: slow_connection: seconds added to every chunk the daemon sends back, +/- ``jitter``.
     latency: float = 0.0
     jitter: float = 0.0
-    #: host: a failing host call returns an error result to the guest (``error``) or raises in
-    #: the host (``crash``: a HostError that ends the call and the actor).
-    error: Literal["error", "crash"] = "error"
+    #: host: every call the fault hits then fails: it returns an error result to the guest
+    #: (``error``) or raises in the host (``crash``: a HostError that ends the call and the
+    #: actor).  None: no failure, only the latency.
+    error: Literal["error", "crash"] | None = None
     #: daemon_kill: seconds between the SIGKILL and the restart (default 0.5).
     restart_after: float | None = None
 
@@ -354,9 +362,9 @@ def _fault(where: str, fault: FaultSpec, scenario: Scenario, names: set[str]) ->
             raise ScenarioError(f"{where}.rate: a {kind} fault takes {_takes(kind)}, not a rate")
         _positive(f"{where}.rate", fault.rate)
     if kind == "host":
-        if fault.probability is None and fault.latency == 0.0:
-            raise ScenarioError(f"{where}: a host fault needs a probability (of failing) or a latency")
         _latency(where, fault)
+        if fault.latency == 0.0 and fault.error is None:
+            raise ScenarioError(f"{where}: a host fault needs a latency or an error")
     elif kind == "slow_connection":
         if fault.latency <= 0.0:
             raise ScenarioError(f"{where}.latency: a slow_connection fault needs a latency > 0 (seconds)")
@@ -377,6 +385,8 @@ def _fault(where: str, fault: FaultSpec, scenario: Scenario, names: set[str]) ->
         _at_least(f"{where}.restart_after", fault.restart_after, 0.0)
     if (fault.latency or fault.jitter) and kind not in ("host", "slow_connection"):
         raise ScenarioError(f"{where}.latency: only for host and slow_connection faults")
+    if fault.error is not None and kind != "host":
+        raise ScenarioError(f"{where}.error: only for host faults")
     if fault.during_call and kind != "kill":
         raise ScenarioError(f"{where}.during_call: only for kill faults")
     if kind == "fuel" and not scenario.runtime.fuel:

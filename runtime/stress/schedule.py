@@ -7,7 +7,10 @@ Two kinds of decisions are made, both reproducible from the seed alone:
   and a number in [0, 1) that picks the actor;
 * **per-request decisions** for faults given a ``probability``: whether
   request number ``seq`` is hit is a hash of (seed, fault, seq), so it does
-  not depend on timing or on the order requests run in.
+  not depend on timing or on the order requests run in;
+* **per-host-call decisions** for ``host`` faults: whether key-value host
+  call number ``n`` (counted per fault, in the order calls reach it) is hit,
+  and how long it sleeps, are hashes of (seed, fault, n).
 
 The same seed gives the same schedule (:meth:`FaultSchedule.fingerprint`
 compares two); a different seed gives a different one.
@@ -23,7 +26,7 @@ import msgspec
 
 from .scenario import WHOLE_TARGET_KINDS, FaultSpec, Scenario
 
-__all__ = ["FaultEvent", "FaultSchedule", "build_schedule", "unit"]
+__all__ = ["FaultEvent", "FaultSchedule", "build_schedule", "hash_prefix", "unit", "unit_after"]
 
 _MASK = (1 << 64) - 1
 
@@ -37,7 +40,20 @@ def _splitmix(x: int) -> int:
 
 def unit(*keys: int) -> float:
     """A number in [0, 1) that depends only on ``keys`` (a stateless seeded hash)."""
+    return unit_after(0, *keys)
+
+
+def hash_prefix(*keys: int) -> int:
+    """The hash state after ``keys``: ``unit_after(hash_prefix(*a), *b) == unit(*a, *b)``."""
     h = 0
+    for key in keys:
+        h = _splitmix(h ^ (key & _MASK))
+    return h
+
+
+def unit_after(prefix: int, *keys: int) -> float:
+    """:func:`unit` of the keys behind ``prefix`` followed by ``keys`` (a prefix is hashed once)."""
+    h = prefix
     for key in keys:
         h = _splitmix(h ^ (key & _MASK))
     return h / 2.0**64
@@ -66,8 +82,11 @@ class FaultSchedule:
         self.seed = seed
         #: Timed events (rate faults), in time order.
         self.events = events
+        # (index, fault, hash of (seed, index)): each request then hashes only its own number.
         self._per_request = [
-            (i, f) for i, f in enumerate(scenario.faults) if f.probability is not None and f.kind != "host"
+            (i, f, hash_prefix(seed, i))
+            for i, f in enumerate(scenario.faults)
+            if f.probability is not None and f.kind != "host"
         ]
 
     def active(self, fault: FaultSpec, at: float) -> bool:
@@ -81,21 +100,26 @@ class FaultSchedule:
     def request_faults(self, seq: int, function: str, at: float) -> tuple[int, ...]:
         """The probability faults (their indexes) that hit request ``seq`` to ``function`` sent at ``at``."""
         hits: list[int] = []
-        for i, fault in self._per_request:
+        for i, fault, prefix in self._per_request:
             if fault.function is not None and fault.function != function:
                 continue
             assert fault.probability is not None
-            if self.active(fault, at) and unit(self.seed, i, seq, 1) < fault.probability:
+            if self.active(fault, at) and unit_after(prefix, seq, 1) < fault.probability:  # = unit(seed, i, seq, 1)
                 hits.append(i)
         return tuple(hits)
 
-    def host_call_fails(self, fault: int, n: int) -> bool:
-        """Whether host call number ``n`` (counted per fault) fails under host fault ``fault``."""
+    def host_call_hit(self, fault: int, n: int) -> bool:
+        """Whether host fault ``fault`` hits host call number ``n`` (counted per fault).
+
+        ``probability`` is the share of calls hit (toxiproxy's toxicity); without
+        one, every call is hit.  A hit call sleeps :meth:`host_jitter`, then fails
+        if the fault has an ``error``.
+        """
         probability = self.scenario.faults[fault].probability
-        return probability is not None and unit(self.seed, fault, n, 2) < probability
+        return probability is None or unit(self.seed, fault, n, 2) < probability
 
     def host_jitter(self, fault: int, n: int) -> float:
-        """The latency of host call number ``n`` under host fault ``fault``: latency +/- jitter."""
+        """The sleep of host call number ``n`` if host fault ``fault`` hits it: latency +/- jitter."""
         return self.latency(fault, n)
 
     def latency(self, fault: int, n: int) -> float:
