@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import msgspec
 
 from wasmhive.runtime import CallTimeout
@@ -193,3 +195,13 @@ def test_percentile_and_combine() -> None:
     assert combine(["valid", "unknown"]) == "unknown"
     assert combine(["unknown", "invalid", "valid"]) == "invalid"
     assert combine(["valid"]) == "valid"
+
+
+def test_history_records_are_invisible_to_the_garbage_collector() -> None:
+    # A run keeps about a million records; tracked, every full collection walks them all.
+    h = history_with(1)
+    h.executed(b"p0", "strict-1")
+    h.answer(0, "untyped", ValueError("x"))
+    records = [*h.requests, *h.answers, *h.executions]
+    assert len(records) == 3
+    assert not any(gc.is_tracked(r) for r in records)

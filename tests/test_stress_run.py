@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -216,3 +217,24 @@ def test_the_target_protocol_is_met_by_the_embedded_target() -> None:
     target: Target = EmbeddedTarget()
     assert target.supported_faults() >= {"timeout", "oom", "fuel", "kill", "host", "flood"}
     assert FunctionState(1, 1, 0, None, 0, 0, 0, 0).pool_size == 1 and Injection(True, "x").applied
+
+
+class FreezeWatchingTarget(EmbeddedTarget):
+    """Notes whether the collector's frozen generation holds anything while calls run."""
+
+    frozen_during_calls: set[bool]
+
+    async def call(self, function: str, payload: bytes) -> bytes:
+        self.frozen_during_calls.add(gc.get_freeze_count() > 0)
+        return await super().call(function, payload)
+
+
+@pytest.mark.trio
+async def test_the_run_keeps_its_bookkeeping_out_of_full_garbage_collections() -> None:
+    assert gc.get_freeze_count() == 0
+    target = FreezeWatchingTarget()
+    target.frozen_during_calls = set()
+    report = await run_stress(scenario(HEALTHY.split("[[faults]]")[0]), target=target)
+    assert target.frozen_during_calls == {True}  # frozen for the whole load
+    assert gc.get_freeze_count() == 0  # and given back afterwards
+    assert report.counts.ok > 0
