@@ -298,8 +298,18 @@ class Actor:
         """Wait until the actor has ended (stopped or crashed)."""
         await self._stopped.wait()
 
+    def release_thread(self) -> None:
+        """Give the actor's thread up once its queued jobs are done (the runtime, closing).
+
+        An actor that ended has already done this.  One still stuck in a guest
+        call when the runtime closes does it here, so that its thread exits
+        when the call ends instead of waiting for a job forever.
+        """
+        if self._thread is not None:
+            self._thread.stop()
+
     def join_thread(self, timeout: float | None = None) -> bool:
-        """Join the actor's OS thread after the actor ended."""
+        """Wait until the actor's thread has finished its jobs and been given up (True if so)."""
         return self._thread.join(timeout) if self._thread is not None else True
 
     # --- sending --------------------------------------------------------------

@@ -52,8 +52,11 @@ class _Worker:
             if job is None:
                 return
             if isinstance(job, _Release):
+                # Parked (or not) before the lease ends: whoever joins the lease, then
+                # closes the park, finds this thread either parked or on its way out.
+                parked = self._park is not None and self._park._put_back(self)
                 job.done.set()
-                if self._park is None or not self._park._put_back(self):
+                if not parked:
                     return
                 continue
             try:
@@ -96,6 +99,7 @@ class ThreadPark:
         with self._lock:
             if self._closed or len(self._idle) >= self.max_parked:
                 return False
+            worker.thread.name = "wasmhive-parked"
             self._idle.append(worker)
             return True
 
@@ -121,13 +125,19 @@ class ActorThread:
         self._park = park
         self._worker: _Worker | None = None
         self._release: _Release | None = None
+        self._stopped = False
 
     @property
     def started(self) -> bool:
         return self._worker is not None
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` to run on the thread (getting a thread if this is the first job)."""
+        """Queue ``job`` to run on the thread (getting a thread if this is the first job).
+
+        Raises RuntimeError after :meth:`stop`: the thread may serve another actor by then.
+        """
+        if self._stopped:
+            raise RuntimeError(f"{self._name}: submit after stop")
         worker = self._worker
         if worker is None:
             park = self._park
@@ -135,13 +145,20 @@ class ActorThread:
         worker.jobs.put(job)
 
     def stop(self) -> None:
-        """Give the thread up after the jobs already queued (it parks, or exits without a park)."""
+        """Give the thread up after the jobs already queued (it parks, or exits without a park).
+
+        Idempotent.  No job can be submitted afterwards.
+        """
+        self._stopped = True
         if self._worker is not None and self._release is None:
             self._release = _Release()
             self._worker.jobs.put(self._release)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait until the thread has run every job and been given up; True if it has (or never started)."""
+        """Wait until the thread has run every job and been given up; True if it has (or never started).
+
+        Without :meth:`stop` first, the thread is never given up: False at once.
+        """
         if self._worker is None:
             return True
         if self._release is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -102,6 +103,8 @@ class Runtime:
         self._starter = ActorThread("wasmhive-starter")
         #: Threads of ended thread actors, reused by new ones (restarts create no threads).
         self.thread_park = ThreadPark()
+        # A runtime dropped without aclose() still lets its parked threads go.
+        weakref.finalize(self, self.thread_park.close)
         self._registry = ActorRegistry()
         self._deployments: dict[str, Deployment] = {}
         self._reserved: set[str] = set()
@@ -136,10 +139,12 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop every actor (queued messages fail with RuntimeClosed) and join all threads.
+        """Stop every actor (queued messages fail with RuntimeClosed) and join their threads.
 
         Calls in flight get ``config.shutdown_grace`` seconds to finish; then
-        they are interrupted and their callers get ``ActorKilled``.
+        they are interrupted and their callers get ``ActorKilled``.  Threads
+        are joined for up to 5 s each: a guest stuck in a host call past that
+        keeps its thread until the call returns, and the thread then exits.
         """
         if self._closed:
             return
@@ -156,6 +161,8 @@ class Runtime:
             with anyio.move_on_after(5.0):
                 for actor in actors:
                     await actor.wait_stopped()
+            for actor in actors:
+                actor.release_thread()  # (ended actors did; one still stuck in a call does it now)
             started = [actor for actor in actors if actor.thread_started]
             self._starter.stop()
             await anyio.to_thread.run_sync(_join_all, started, 5.0)

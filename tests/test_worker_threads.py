@@ -8,7 +8,7 @@ import threading
 import guests
 import pytest
 import trio
-from helpers import eventually, settled
+from helpers import settled
 
 from wasmhive.actors.worker import ActorThread, ThreadPark
 from wasmhive.runtime import GuestTrap, Runtime, RuntimeConfig
@@ -81,6 +81,22 @@ def test_join_before_stop_or_start() -> None:
     assert thread.join(5.0)
 
 
+def test_nothing_can_be_submitted_after_stop() -> None:
+    # The thread may already serve another actor: a late job must not run there.
+    park = ThreadPark()
+    thread = ActorThread("a", park)
+    run_all(thread, 1)
+    with pytest.raises(RuntimeError, match="after stop"):
+        thread.submit(lambda: None)
+    never_started = ActorThread("b", park)
+    never_started.stop()
+    with pytest.raises(RuntimeError, match="after stop"):
+        never_started.submit(lambda: None)
+    assert park.threads_started == 1
+    for t in park.close():
+        t.join(5.0)
+
+
 def test_closing_the_park_ends_parked_threads_and_later_releases() -> None:
     park = ThreadPark()
     run_all(ActorThread("a", park), 1)
@@ -119,8 +135,10 @@ async def test_a_pool_restarting_crashed_actors_creates_no_new_threads(rt: Runti
 
 @pytest.mark.trio
 async def test_closing_the_runtime_ends_every_actor_thread(config: RuntimeConfig) -> None:
-    def actor_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name.startswith("wasmhive-t-")]
+    before = set(threading.enumerate())
+
+    def runtime_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and t.name.startswith("wasmhive")]
 
     async with Runtime(config) as rt:
         faulty = (guests.EXAMPLES / "faulty.wat").read_text()
@@ -131,5 +149,9 @@ async def test_closing_the_runtime_ends_every_actor_thread(config: RuntimeConfig
         with pytest.raises(GuestTrap):
             await rt.invoke("t", b"!")
         await settled(rt, "t")
-        assert actor_threads()
-    await eventually(lambda: not actor_threads())
+        assert await rt.invoke("t", b"y") == b"y"
+        names = {t.name for t in runtime_threads()}
+        assert any(n.startswith("wasmhive-t-") for n in names)  # live actors' threads
+        assert "wasmhive-parked" in names  # the crashed actor's thread, parked
+    # Joined by aclose: none is left, not even for a moment.
+    assert runtime_threads() == []

@@ -93,7 +93,8 @@ def _collector_skips_what_exists_now() -> Iterator[None]:
     (failures allocate more).  ``gc.freeze()`` after a collection moves what
     exists now (modules, the target, those lists) out of the collector's
     sight; what the run allocates is collected as usual.  The freeze is undone
-    afterwards (unless someone else had frozen objects before).
+    afterwards (unless someone else had frozen objects before).  Two runs at
+    once in one process share it: the first to end undoes it for both.
     """
     if gc.get_freeze_count():
         yield
