@@ -37,6 +37,8 @@ __all__ = [
     "AbiViolation",
     "Fetcher",
     "HostCallError",
+    "HostCallHook",
+    "HostCallHooks",
     "HostServices",
     "KeyValueStore",
     "current",
@@ -85,6 +87,23 @@ class HostCallError(Exception):
 Fetcher = Callable[[abi.HttpFetchRequest, Callable[[bytes], None], float], dict[str, Any]]
 
 
+#: Called as ``hook(op, function)`` on the guest's thread just before a host call
+#: (``"kv.get"``, ``"secret.get"``, ``"http.fetch"``, ...) runs.  It may sleep (a slow
+#: service), raise :class:`HostCallError` (the guest gets that error result) or raise
+#: anything else (a host failure: the call ends with ``HostError`` and the actor is
+#: replaced).  Tools only: the stress harness's host faults (docs/stress.md).
+HostCallHook = Callable[[str, str], None]
+
+
+class HostCallHooks:
+    """The runtime's hook on every host call of every function (None: no hook)."""
+
+    __slots__ = ("before",)
+
+    def __init__(self) -> None:
+        self.before: HostCallHook | None = None
+
+
 @dataclass(frozen=True)
 class HostServices:
     """The host's services for one deployment.
@@ -98,6 +117,8 @@ class HostServices:
     logger: logging.Logger = field(default=guest_logger)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     fetch: Fetcher | None = None
+    #: Shared with the runtime: see :data:`HostCallHook`.
+    hooks: HostCallHooks | None = None
 
     def log(self, level: int, message: str, actor_id: int | None = None) -> None:
         """Write a guest log line (``level`` as in ABI v1: 0 trace ... 4 error)."""
@@ -151,6 +172,9 @@ def dispatch_host_call(
     if request.v != abi.ABI_VERSION:
         return _error("unsupported_version", f"host call version {request.v} is not supported (this host speaks 1)")
     try:
+        hooks = services.hooks
+        if hooks is not None and hooks.before is not None:
+            hooks.before(type(request).__struct_config__.tag, services.function)  # (the op name)
         return abi.HostResult(ok=True, value=_run(services, request, actor_id, instance))
     except HostCallError as exc:
         return _error(exc.code, str(exc))

@@ -29,7 +29,7 @@ from wasmhive.actors.errors import (
     UnknownFunction,
     WasmhiveError,
 )
-from wasmhive.actors.host import Fetcher, KeyValueStore
+from wasmhive.actors.host import Fetcher, HostCallHook, HostCallHooks, KeyValueStore
 from wasmhive.actors.messages import RUNTIME_CLOSING, ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
@@ -103,6 +103,7 @@ class Runtime:
         self._starter = ActorThread("wasmhive-starter")
         #: Threads of ended thread actors, reused by new ones (restarts create no threads).
         self.thread_park = ThreadPark()
+        self._host_hooks = HostCallHooks()
         # A runtime dropped without aclose() still lets its parked threads go.
         weakref.finalize(self, self.thread_park.close)
         self._registry = ActorRegistry()
@@ -275,6 +276,7 @@ class Runtime:
                     kv=self.kv,
                     secrets=granted,
                     fetch=self._fetcher(fetch),
+                    hooks=self._host_hooks,
                 )
             else:  # --- end JS ---
                 compiled, digest, has_start = await anyio.to_thread.run_sync(self._compile, name, module)
@@ -288,6 +290,7 @@ class Runtime:
                     secrets=granted,
                     fetch=self._fetcher(fetch),
                     has_start_function=has_start,
+                    hooks=self._host_hooks,
                 )
             self._check_open()
             assert self._bridge is not None and self._scheduler is not None
@@ -474,6 +477,16 @@ class Runtime:
         if deployment is None:
             raise self._unknown(name)
         return deployment
+
+    def set_host_call_hook(self, hook: HostCallHook | None) -> None:
+        """Call ``hook(op, function)`` before every host call of every function (None: remove it).
+
+        On the guest's thread, just before the operation runs; see
+        :data:`wasmhive.actors.host.HostCallHook` for what it may do.  Tools
+        only (the stress harness's host faults); unset, a host call pays one
+        ``is not None`` check.
+        """
+        self._host_hooks.before = hook
 
     def functions(self) -> list[str]:
         """Names of the deployed functions."""

@@ -8,7 +8,7 @@ from typing import Any
 import wasmtime
 
 from wasmhive.actors.errors import InvalidModule
-from wasmhive.actors.host import Fetcher, HostServices, KeyValueStore, define_host_imports
+from wasmhive.actors.host import Fetcher, HostCallHooks, HostServices, KeyValueStore, define_host_imports
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.js import js_linker
 
@@ -29,6 +29,7 @@ def build_instance_spec(
     secrets: Mapping[str, str] | None = None,
     fetch: Fetcher | None = None,
     has_start_function: bool = True,
+    hooks: HostCallHooks | None = None,
 ) -> InstanceSpec:
     """Check ``module`` against ABI v1, link its imports, and fix its limits.
 
@@ -53,7 +54,7 @@ def build_instance_spec(
         function=name,
         engine=engine,
         instance_pre=pre,
-        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
+        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch, hooks=hooks),
         uses_wasi=info.uses_wasi,
         has_initialize=info.has_initialize,
         has_init=info.has_init,
@@ -75,6 +76,7 @@ def build_js_spec(
     kv: KeyValueStore,
     secrets: Mapping[str, str] | None = None,
     fetch: Fetcher | None = None,
+    hooks: HostCallHooks | None = None,
 ) -> InstanceSpec:
     """An :class:`InstanceSpec` running JavaScript ``source`` on the QuickJS reactor ``module``."""
     if "\0" in source:
@@ -87,7 +89,7 @@ def build_js_spec(
         function=name,
         engine=engine,
         instance_pre=pre,
-        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch),
+        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch, hooks=hooks),
         uses_wasi=True,
         has_initialize=True,
         has_init=False,

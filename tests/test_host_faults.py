@@ -92,3 +92,53 @@ async def test_tables_count_against_the_guest_too(rt: Runtime) -> None:
     )
     await rt.deploy("tables", table_bomb.encode())
     assert await rt.invoke("tables", b"") == b""  # table.grow was refused (-1): nothing allocated
+
+
+async def test_the_host_call_hook_sees_every_call_and_can_slow_or_fail_it(cache_dir: object) -> None:
+    import threading
+
+    import msgspec
+
+    from wasmhive.actors.host import HostCallError
+    from wasmhive.runtime import SecretStore
+
+    seen: list[tuple[str, str, bool]] = []
+    loop_thread = threading.get_ident()
+    verdicts: dict[str, Exception] = {}
+
+    def hook(op: str, function: str) -> None:
+        seen.append((op, function, threading.get_ident() == loop_thread))
+        if op in verdicts:
+            raise verdicts[op]
+
+    def call(request: dict[str, object]) -> bytes:
+        return msgspec.msgpack.encode(request)
+
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir)), secrets=SecretStore({"K": "v"})) as rt:
+        await rt.deploy("p", guests.HOST_PROXY.encode(), secrets=["K"])
+        rt.set_host_call_hook(hook)
+        assert msgspec.msgpack.decode(await rt.invoke("p", call({"op": "secret.get", "name": "K"})))["value"] == "v"
+        await rt.invoke("p", call({"op": "kv.incr", "key": "n"}))
+        await rt.invoke("p", call({"op": "time.wall"}))
+        # Before the operation runs, on the guest's own thread (thread mode), named by op.
+        assert seen == [("secret.get", "p", False), ("kv.incr", "p", False), ("time.wall", "p", False)]
+
+        # A HostCallError is the guest's error result; the actor lives on.
+        verdicts["kv.incr"] = HostCallError("unavailable", "slow down")
+        (actor,) = rt.actors("p")
+        result = msgspec.msgpack.decode(await rt.invoke("p", call({"op": "kv.incr", "key": "n"})))
+        assert result["ok"] is False and result["error"] == {"code": "unavailable", "message": "slow down"}
+        assert rt.actors("p") == [actor]
+        assert rt.kv.get("p", "n") == b"1"  # the operation itself never ran
+
+        # Anything else is a host failure: HostError, and the actor is replaced.
+        verdicts["secret.get"] = ConnectionError("vault unreachable")
+        with pytest.raises(HostError, match="vault unreachable"):
+            await rt.invoke("p", call({"op": "secret.get", "name": "K"}))
+        await eventually(lambda: rt.actors("p") not in ([], [actor]))
+
+        # Removed, it sees nothing more.
+        rt.set_host_call_hook(None)
+        count = len(seen)
+        assert msgspec.msgpack.decode(await rt.invoke("p", call({"op": "secret.get", "name": "K"})))["value"] == "v"
+        assert len(seen) == count

@@ -10,6 +10,7 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
+from wasmhive.runtime import Runtime, RuntimeConfig
 from wasmhive.runtime.stress import EmbeddedTarget, Scenario, parse_scenario, run_stress
 from wasmhive.runtime.stress.command import stress
 from wasmhive.runtime.stress.target import FunctionState, Injection
@@ -180,7 +181,7 @@ messages = 8
         assert errors.get(kind, 0) > 0, (kind, errors)
     assert report.counts.foreign_executions > 0  # the flood reached the guest
     host = [f for f in report.faults if f.kind == "host"]
-    assert len(host) == 1 and host[0].applied and "key-value calls delayed" in host[0].note, host
+    assert len(host) == 1 and host[0].applied and "host calls delayed" in host[0].note, host
     delayed, failed = (int(word) for word in host[0].note.replace(",", "").split() if word.isdigit())
     assert delayed == failed > 0, host[0].note  # a hit call is slowed, then crashes; the others are untouched
     assert report.verdict in ("valid", "unknown"), report.invariants  # (no baseline: recovery unknown)
@@ -238,3 +239,32 @@ async def test_the_run_keeps_its_bookkeeping_out_of_full_garbage_collections() -
     assert target.frozen_during_calls == {True}  # frozen for the whole load
     assert gc.get_freeze_count() == 0  # and given back afterwards
     assert report.counts.ok > 0
+
+
+@pytest.mark.trio
+async def test_a_users_own_runtime_meets_host_faults_and_is_left_as_it_was(config: RuntimeConfig) -> None:
+    text = """
+seed = 6
+duration = 1.0
+warmup = 0.2
+[[functions]]
+name = "counter"
+[load]
+rate = 200.0
+[[faults]]
+kind = "host"
+probability = 0.5
+error = "crash"
+ops = ["kv.incr"]
+"""
+    async with Runtime(config) as rt:
+        await rt.deploy("counter", EXAMPLES / "counter.wat", instances=2)
+        report = await run_stress(scenario(text), target=EmbeddedTarget(rt))
+        (host,) = [f for f in report.faults if f.kind == "host"]
+        assert host.applied and host.note.startswith("0 host calls delayed, ") and "0 failed" not in host.note
+        assert report.counts.errors.get("HostError", 0) > 0  # the crashes reached the callers as HostError
+        assert report.counts.untyped == report.counts.lost == 0
+        # Afterwards the runtime is the user's again: the function stays, and no fault is left.
+        assert rt.functions() == ["counter"]
+        for _ in range(50):
+            await rt.invoke("counter", b"")

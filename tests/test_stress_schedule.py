@@ -10,9 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wasmhive.actors.host import HostCallError
-from wasmhive.runtime import MemoryKeyValueStore
 from wasmhive.runtime.stress import ScenarioError, build_schedule, load_scenario, parse_scenario
-from wasmhive.runtime.stress.faults import FaultyKeyValueStore
+from wasmhive.runtime.stress.faults import HostFaults
 from wasmhive.runtime.stress.history import History
 from wasmhive.runtime.stress.load import PayloadFactory, arrivals, choose_function
 from wasmhive.runtime.stress.scenario import PayloadSpec
@@ -146,12 +145,20 @@ def test_a_host_fault_with_neither_latency_nor_error_is_refused_by_name() -> Non
         parse_scenario(
             '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "timeout"\nprobability = 0.1\nerror = "error"'
         )
+    host = '[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nerror = "crash"\n'
+    with pytest.raises(ScenarioError, match=r"^faults\[0\]\.ops: must name host-call operations .*got \['kv\.scan'\]"):
+        parse_scenario(host + 'ops = ["kv.scan"]')
+    with pytest.raises(ScenarioError, match=r"^faults\[0\]\.ops: must name"):
+        parse_scenario(host + "ops = []")
+    with pytest.raises(ScenarioError, match=r"^faults\[0\]\.ops: only for host faults"):
+        parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "kill"\nrate = 1.0\nops = ["log"]')
+    parse_scenario(host + 'ops = ["http.fetch", "secret.get"]')
     # either alone is enough
     parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nerror = "crash"')
     parse_scenario('[load]\nrate = 1.0\n[[functions]]\nname = "a"\n[[faults]]\nkind = "host"\nlatency = 0.001')
 
 
-# --- host faults: FaultyKeyValueStore driven directly by a schedule ---------------------------------
+# --- host faults: HostFaults (the runtime's host-call hook) driven directly by a schedule -----------
 
 HOST = """
 duration = 10.0
@@ -170,26 +177,26 @@ function = "a"
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The delays FaultyKeyValueStore sleeps, recorded instead of slept."""
+    """The delays HostFaults sleeps, recorded instead of slept."""
     delays: list[float] = []
     monkeypatch.setattr("wasmhive.runtime.stress.faults.time.sleep", delays.append)
     return delays
 
 
-def host_store(fault: str, seed: int = 3) -> tuple[FaultyKeyValueStore, FaultSchedule]:
-    """A FaultyKeyValueStore applying ``fault`` (to function "a", for the whole run) under ``seed``."""
+def host_store(fault: str, seed: int = 3) -> tuple[HostFaults, FaultSchedule]:
+    """HostFaults applying ``fault`` (to function "a", for the whole run) under ``seed``."""
     schedule = build_schedule(parse_scenario(HOST.format(fault=fault)), seed)
-    store = FaultyKeyValueStore(MemoryKeyValueStore())
+    store = HostFaults()
     store.attach(schedule, History())
     return store, schedule
 
 
-def drive(store: FaultyKeyValueStore, calls: int, namespace: str = "a") -> list[tuple[int, str]]:
-    """Make ``calls`` key-value calls; the number and exception name of those that failed."""
+def drive(store: HostFaults, calls: int, function: str = "a", op: str = "kv.incr") -> list[tuple[int, str]]:
+    """Make ``calls`` host calls; the number and exception name of those that failed."""
     failed = []
     for n in range(calls):
         try:
-            store.incr(namespace, "k")
+            store(op, function)
         except (HostCallError, ConnectionError) as exc:
             failed.append((n, type(exc).__name__))
     return failed
@@ -209,7 +216,7 @@ def test_a_host_fault_with_a_probability_and_a_latency_delays_that_share_of_call
     assert failed == 0 and within(delayed, 2000, 0.25), delayed
     assert len(sleeps) == delayed and all(0.0003 <= d <= 0.0005 for d in sleeps)
     assert len(set(sleeps)) > 1  # jittered
-    assert drive(store, 100, namespace="b") == [] and store.counts[0] == [delayed, 0]  # another function: untouched
+    assert drive(store, 100, function="b") == [] and store.counts[0] == [delayed, 0]  # another function: untouched
     assert len(sleeps) == delayed
 
 
@@ -236,6 +243,20 @@ def test_a_host_fault_with_an_error_fails_exactly_the_calls_it_hits(sleeps: list
     every, _ = host_store('error = "error"')
     assert [n for n, _ in drive(every, 50)] == list(range(50)) and every.counts[0] == [0, 50]
     assert len(sleeps) == len(hits)  # the faults without a latency never slept
+
+
+def test_a_host_fault_covers_remote_services_by_default_and_the_ops_it_names_otherwise(sleeps: list[float]) -> None:
+    every, _ = host_store('error = "error"')
+    for op in ("kv.get", "kv.set", "kv.delete", "kv.incr", "secret.get", "http.fetch"):
+        assert len(drive(every, 3, op=op)) == 3, op
+    for op in ("log", "time.monotonic", "time.wall", "random.bytes"):  # local: never slow, never failing
+        assert drive(every, 3, op=op) == [], op
+    assert every.counts[0] == [0, 18]
+
+    fetch_only, _ = host_store('error = "crash"\nops = ["http.fetch"]')
+    assert drive(fetch_only, 5, op="kv.get") == [] and drive(fetch_only, 5, op="secret.get") == []
+    assert [name for _, name in drive(fetch_only, 5, op="http.fetch")] == ["ConnectionError"] * 5
+    assert fetch_only.counts[0] == [0, 5]  # only the calls it covers are counted
 
 
 def test_host_decisions_are_the_same_for_the_same_seed_and_differ_for_another(sleeps: list[float]) -> None:

@@ -16,9 +16,8 @@ from wasmhive.supervisors.events import ChildExited, ChildStopped, Event, Superv
 
 from ..config import RuntimeConfig
 from ..deployment import Deployment
-from ..kv import MemoryKeyValueStore
 from ..runtime import Runtime
-from .faults import INSTANCE_ACTIONS, FaultyKeyValueStore, GuestProbe, actor_name
+from .faults import INSTANCE_ACTIONS, GuestProbe, HostFaults, actor_name
 from .history import FaultRecord, History, SupervisionRecord
 from .load import FOREIGN_BASE, PayloadFactory, payload_factories
 from .scenario import FaultSpec, Scenario, ScenarioError
@@ -37,8 +36,8 @@ class EmbeddedTarget:
     scenario's ``[runtime]`` table, over ``config`` if given) and deploys the
     scenario's functions into it; every fault kind is available.  With a
     ``runtime`` (the user's, already running), functions without a
-    ``module`` must already be deployed there; ``host`` faults need the
-    harness's own runtime (they wrap its key-value store) and are refused.
+    ``module`` must already be deployed there; the probe and the host-call
+    hook are removed again at the end.
     """
 
     def __init__(self, runtime: Runtime | None = None, *, config: RuntimeConfig | None = None) -> None:
@@ -46,7 +45,7 @@ class EmbeddedTarget:
         self._given = runtime
         self._config = config
         self.runtime: Runtime | None = runtime
-        self._kv: FaultyKeyValueStore | None = None
+        self._host_faults: HostFaults | None = None
         self._stack = contextlib.AsyncExitStack()
         self._probe: GuestProbe | None = None
         self._deployed: list[str] = []
@@ -59,17 +58,16 @@ class EmbeddedTarget:
         self._scenario: Scenario | None = None
 
     def supported_faults(self) -> frozenset[str]:
-        """Every kind when the target owns its runtime; all but ``host`` with a given runtime."""
-        return _ALL_FAULTS if self._given is None else _ALL_FAULTS - {"host"}
+        """Every embedded fault kind (the runtime given or not)."""
+        return _ALL_FAULTS
 
     async def open(self, scenario: Scenario, schedule: FaultSchedule, history: History) -> None:
         """Start the runtime (unless given), deploy the functions, install the probe."""
         self._history = history
         self._scenario = scenario
         if self._given is None:
-            self._kv = FaultyKeyValueStore(MemoryKeyValueStore())
             self.runtime = await self._stack.enter_async_context(
-                Runtime(_runtime_config(scenario, self._config), kv=self._kv)
+                Runtime(_runtime_config(scenario, self._config))
             )
         rt = self.runtime
         assert rt is not None
@@ -90,8 +88,10 @@ class EmbeddedTarget:
         for name in self._functions:
             rt.deployment(name).set_call_hook(self._probe)
         history.executions_observed = True
-        if self._kv is not None:
-            self._kv.attach(schedule, history)
+        if any(f.kind == "host" for f in scenario.faults):
+            self._host_faults = HostFaults()
+            self._host_faults.attach(schedule, history)
+            rt.set_host_call_hook(self._host_faults)
         self._unlisten = rt.events.listen(self._on_event)
         self._payloads = payload_factories(scenario, schedule.seed + 1)
 
@@ -189,9 +189,11 @@ class EmbeddedTarget:
     async def aclose(self) -> None:
         """Remove the probe and host faults; undeploy what was deployed into a given runtime; close our own."""
         rt = self.runtime
-        if self._kv is not None and self._history is not None:
-            self._kv.detach()
-            for fault, (delayed, failed) in self._kv.counts.items():
+        if self._host_faults is not None and self._history is not None:
+            self._host_faults.detach()
+            if rt is not None:
+                rt.set_host_call_hook(None)
+            for fault, (delayed, failed) in self._host_faults.counts.items():
                 self._history.faults.append(
                     FaultRecord(
                         self._history.now(),
@@ -199,7 +201,7 @@ class EmbeddedTarget:
                         "host",
                         self._fault(fault).function or "*",
                         bool(delayed or failed),
-                        f"{delayed} key-value calls delayed, {failed} failed",
+                        f"{delayed} host calls delayed, {failed} failed",
                     )
                 )
         if self._unlisten is not None:

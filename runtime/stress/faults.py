@@ -13,11 +13,12 @@
   queued messages fail with ``ActorCrashed``), or during one (a busy actor,
   interrupted at its next deadline check with ``ActorKilled``; if none is
   busy, the next call of an actor is killed as it enters the guest).
-* ``host``: a share (``probability``, default all) of the function's
-  key-value host calls in the window is hit: each sleeps ``latency`` with
-  jitter, then, if the fault has an ``error``, fails: an error result the
-  guest sees (``error``) or an exception in the host (``crash``:
-  ``HostError``, the actor is replaced).
+* ``host``: a share (``probability``, default all) of the function's host
+  calls to remote services (``ops``: by default key-value, ``secret.get`` and
+  ``http.fetch``) in the window is hit, through the runtime's host-call hook:
+  each sleeps ``latency`` with jitter, then, if the fault has an ``error``,
+  fails: an error result the guest sees (``error``) or an exception in the
+  host (``crash``: ``HostError``, the actor is replaced).
 * ``flood``: one actor gets a burst of extra messages (its mailbox size by
   default), so real callers routed to it queue behind them or get
   ``MailboxFull``.
@@ -36,13 +37,14 @@ import time
 from collections.abc import Callable
 
 from wasmhive.actors.actor import Actor
-from wasmhive.actors.host import HostCallError, KeyValueStore
+from wasmhive.actors.host import HostCallError
 from wasmhive.actors.instance import WasmInstance
 
 from .history import FaultRecord, History
+from .scenario import REMOTE_OPS, FaultSpec
 from .schedule import FaultSchedule
 
-__all__ = ["INSTANCE_ACTIONS", "FaultyKeyValueStore", "GuestProbe", "InstanceAction"]
+__all__ = ["INSTANCE_ACTIONS", "REMOTE_OPS", "GuestProbe", "HostFaults", "InstanceAction"]
 
 logger = logging.getLogger("wasmhive.stress")
 
@@ -111,24 +113,24 @@ class GuestProbe:
         self._history.faults.append(FaultRecord(self._history.now(), fault, kind, actor.ref.function, True, note))
 
 
-class FaultyKeyValueStore:
-    """A key-value store wrapper: the scenario's ``host`` faults, on the calls of the functions they name.
+class HostFaults:
+    """The scenario's ``host`` faults, as the runtime's host-call hook (``Runtime.set_host_call_hook``).
 
-    The namespace of a key-value host call is its function's name.  Each host
-    fault counts the calls of its function in its window and decides per call,
-    from the seed, whether it hits it (:meth:`FaultSchedule.host_call_hit`:
-    ``probability`` of them, or all).  A hit call first sleeps ``latency`` +/-
-    ``jitter`` on the calling thread (the actor's, as a slow remote store would
-    block it), then fails if the fault has an ``error``.  Calls not hit are
-    untouched.  Faults apply in the scenario's order; a call that one fails
-    ends there, so the later ones do not see (or count) it.
+    Called as ``(op, function)`` on the guest's thread before every host call.
+    Each host fault counts the calls it covers (its function, its ``ops``, its
+    window) and decides per call, from the seed, whether it hits it
+    (:meth:`FaultSchedule.host_call_hit`: ``probability`` of them, or all).  A
+    hit call first sleeps ``latency`` +/- ``jitter`` on the calling thread (the
+    actor's, as a slow remote service would block it), then fails if the fault
+    has an ``error``.  Calls not hit are untouched.  Faults apply in the
+    scenario's order; a call that one fails ends there, so the later ones do
+    not see (or count) it.
     """
 
-    def __init__(self, inner: KeyValueStore) -> None:
-        self._inner = inner
+    def __init__(self) -> None:
         self._schedule: FaultSchedule | None = None
         self._history: History | None = None
-        self._faults: list[int] = []
+        self._faults: list[tuple[int, FaultSpec, frozenset[str]]] = []
         self._counters: dict[int, itertools.count[int]] = {}
         #: Per host fault: [calls delayed (hit calls that slept), calls failed (hit calls that failed)].
         self.counts: dict[int, list[int]] = {}
@@ -137,22 +139,27 @@ class FaultyKeyValueStore:
     def attach(self, schedule: FaultSchedule, history: History) -> None:
         """Start applying the schedule's host faults."""
         self._schedule, self._history = schedule, history
-        self._faults = [i for i, f in enumerate(schedule.scenario.faults) if f.kind == "host"]
-        self._counters = {i: itertools.count() for i in self._faults}
-        self.counts = {i: [0, 0] for i in self._faults}
+        self._faults = [
+            (i, f, frozenset(f.ops) if f.ops is not None else REMOTE_OPS)
+            for i, f in enumerate(schedule.scenario.faults)
+            if f.kind == "host"
+        ]
+        self._counters = {i: itertools.count() for i, _, _ in self._faults}
+        self.counts = {i: [0, 0] for i, _, _ in self._faults}
 
     def detach(self) -> None:
-        """Stop applying faults (the store works normally again)."""
+        """Stop applying faults (host calls run normally again)."""
         self._faults = []
 
-    def _before(self, namespace: str) -> None:
+    def __call__(self, op: str, function: str) -> None:
         schedule, history = self._schedule, self._history
         if not self._faults or schedule is None or history is None:
             return
         at = history.now()
-        for i in self._faults:
-            spec = schedule.scenario.faults[i]
-            if (spec.function is not None and spec.function != namespace) or not schedule.active(spec, at):
+        for i, spec, ops in self._faults:
+            if op not in ops or (spec.function is not None and spec.function != function):
+                continue
+            if not schedule.active(spec, at):
                 continue
             with self._lock:
                 n = next(self._counters[i])
@@ -167,22 +174,5 @@ class FaultyKeyValueStore:
                 time.sleep(schedule.host_jitter(i, n))
             if spec.error is not None:
                 if spec.error == "crash":
-                    raise ConnectionError("stress: the key-value store is unreachable (injected)")
-                raise HostCallError("unavailable", "stress: the key-value store is unavailable (injected)")
-
-    def get(self, namespace: str, key: str) -> bytes | None:
-        self._before(namespace)
-        value: bytes | None = self._inner.get(namespace, key)
-        return value
-
-    def set(self, namespace: str, key: str, value: bytes, ttl: float | None = None) -> None:
-        self._before(namespace)
-        self._inner.set(namespace, key, value, ttl)
-
-    def delete(self, namespace: str, key: str) -> bool:
-        self._before(namespace)
-        return bool(self._inner.delete(namespace, key))
-
-    def incr(self, namespace: str, key: str, by: int = 1, ttl: float | None = None) -> int:
-        self._before(namespace)
-        return int(self._inner.incr(namespace, key, by, ttl))
+                    raise ConnectionError(f"stress: the service behind {op} is unreachable (injected)")
+                raise HostCallError("unavailable", f"stress: {op} is unavailable (injected)")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from wasmhive.actors.abi import KNOWN_OPS
 from wasmhive.actors.errors import InvalidConfig
 from wasmhive.runtime.daemon.config import FunctionOptions
 from wasmhive.supervisors.autoscaler import PoolPolicy
@@ -23,6 +24,7 @@ from wasmhive.supervisors.retry import RetryPolicy
 
 __all__ = [
     "FAULT_KINDS",
+    "REMOTE_OPS",
     "WHOLE_TARGET_KINDS",
     "ChecksSpec",
     "FaultKind",
@@ -40,6 +42,9 @@ __all__ = [
 FaultKind = Literal[
     "timeout", "oom", "fuel", "kill", "host", "flood", "daemon_kill", "slow_connection", "reset_connection"
 ]
+#: The host calls a ``host`` fault covers unless its ``ops`` says otherwise: those that reach
+#: a service that can be slow or fail (not log, time or random).
+REMOTE_OPS: frozenset[str] = frozenset({"kv.get", "kv.set", "kv.delete", "kv.incr", "secret.get", "http.fetch"})
 #: Every fault kind, in the order docs/stress.md describes them (the last three: daemon target only).
 FAULT_KINDS: tuple[str, ...] = (
     "timeout",
@@ -132,6 +137,9 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     #: (``error``) or raises in the host (``crash``: a HostError that ends the call and the
     #: actor).  None: no failure, only the latency.
     error: Literal["error", "crash"] | None = None
+    #: host: the host-call operations it covers (default :data:`REMOTE_OPS`: key-value,
+    #: ``secret.get`` and ``http.fetch``).
+    ops: tuple[str, ...] | None = None
     #: daemon_kill: seconds between the SIGKILL and the restart (default 0.5).
     restart_after: float | None = None
 
@@ -387,6 +395,14 @@ def _fault(where: str, fault: FaultSpec, scenario: Scenario, names: set[str]) ->
         raise ScenarioError(f"{where}.latency: only for host and slow_connection faults")
     if fault.error is not None and kind != "host":
         raise ScenarioError(f"{where}.error: only for host faults")
+    if fault.ops is not None:
+        if kind != "host":
+            raise ScenarioError(f"{where}.ops: only for host faults")
+        unknown = sorted(set(fault.ops) - KNOWN_OPS)
+        if unknown or not fault.ops:
+            raise ScenarioError(
+                f"{where}.ops: must name host-call operations ({', '.join(sorted(KNOWN_OPS))}), got {list(fault.ops)}"
+            )
     if fault.during_call and kind != "kill":
         raise ScenarioError(f"{where}.during_call: only for kill faults")
     if kind == "fuel" and not scenario.runtime.fuel:
