@@ -551,7 +551,9 @@ class WasmInstance:
             timeout = spec.timeout if where in ("wh_handle", "wh_alloc") else spec.init_timeout
             return CallTimeout(f"{where} ran past the timeout of {timeout:g}s", function=fn, timeout=timeout)
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            return FuelExhausted(f"{where} used up its fuel budget of {spec.fuel}", function=fn, fuel=spec.fuel)
+            budget = self._fuel  # (this call's: the function's, or 0 from drain_fuel)
+            of = f" budget of {budget}" if budget is not None else ""
+            return FuelExhausted(f"{where} used up its fuel{of}", function=fn, fuel=budget)
         if code == wasmtime.TrapCode.ALLOCATION_TOO_LARGE or (
             code not in _NOT_MEMORY_TRAPS and self._memory_exhausted()
         ):

@@ -96,10 +96,21 @@ async def test_fuel_budget_is_per_call(cache_dir: object) -> None:
         with pytest.raises(FuelExhausted) as info:
             await rt.invoke("tight", b"x")
         assert info.value.details["fuel"] == 10_000
+        assert "used up its fuel budget of 10000" in str(info.value)
         # 2,000,000 iterations need well under 10**8 fuel; the budget is refilled each call.
         await rt.deploy("roomy", guests.BUSY_ECHO.encode(), fuel=10**8)
         for _ in range(3):
             assert await rt.invoke("roomy", b"ok") == b"ok"
+
+
+async def test_a_drained_call_says_its_budget_was_zero_even_without_a_fuel_limit(cache_dir: object) -> None:
+    # The stress harness's fuel fault: the function has no fuel limit of its own.
+    async with Runtime(RuntimeConfig(cache_dir=str(cache_dir), fuel=True)) as rt:
+        await rt.deploy("echo", guests.ECHO.encode())
+        rt.deployment("echo").set_call_hook(lambda actor, instance, payload: instance.drain_fuel())
+        with pytest.raises(FuelExhausted, match=r"used up its fuel budget of 0$") as info:
+            await rt.invoke("echo", b"x")
+        assert info.value.details["fuel"] == 0
 
 
 async def test_thread_timeouts_longer_than_the_ticker_linger_still_fire(rt: Runtime) -> None:
