@@ -97,6 +97,19 @@ class TickDemand(Protocol):
     def end(self) -> None: ...
 
 
+class _SpaceWaiter:
+    """A sender waiting for mailbox space: woken with a slot handed to it (``granted``)."""
+
+    __slots__ = ("event", "gone", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        #: A freed slot was handed to this waiter (reserved for its message).
+        self.granted = False
+        #: It gave up, or the actor ended: skipped when it reaches the front.
+        self.gone = False
+
+
 class Envelope:
     """A message in flight: the message, where its chunks go, and its outcome."""
 
@@ -160,7 +173,12 @@ class Actor:
             None if self._inline else ActorThread(f"wasmhive-{ref.function}-{ref.id}", park)
         )
         self._mailbox: deque[Envelope] = deque()
-        self._space: anyio.Event | None = None
+        #: Senders waiting for mailbox space (``overflow="wait"``), first come first served.
+        self._space_line: deque[_SpaceWaiter] = deque()
+        #: Waiters in the line that have not been handed a slot or given up.
+        self._space_waiting = 0
+        #: Slots handed to a waiter that has not yet put its message in.
+        self._space_reserved = 0
         self._granted: Envelope | None = None
         #: The message running on the actor thread, if any.
         self._running: Envelope | None = None
@@ -375,23 +393,15 @@ class Actor:
     async def _enqueue(self, message: Invoke, sink: ChunkSink | None) -> Envelope:
         self._check_alive()
         policy = self.policy
-        if len(self._mailbox) >= policy.mailbox_size:
+        # A slot freed while senders wait is handed to the first of them (reserved), so
+        # a newcomer finds no space while anyone waits: first come, first served.
+        if len(self._mailbox) + self._space_reserved >= policy.mailbox_size or self._space_waiting:
             if policy.overflow == "reject":
                 raise MailboxFull(
                     f"mailbox of actor {self.ref.id} is full ({policy.mailbox_size} queued)",
                     function=self.ref.function,
                 )
-            with anyio.move_on_after(policy.mailbox_wait):
-                while len(self._mailbox) >= policy.mailbox_size and self.alive:
-                    if self._space is None:
-                        self._space = anyio.Event()
-                    await self._space.wait()
-            self._check_alive()
-            if len(self._mailbox) >= policy.mailbox_size:
-                raise MailboxFull(
-                    f"mailbox of actor {self.ref.id} stayed full for {policy.mailbox_wait:g}s",
-                    function=self.ref.function,
-                )
+            await self._wait_for_space(policy)
         envelope = Envelope(message, sink)
         self._mailbox.append(envelope)
         if self.state is ActorState.IDLE:
@@ -410,10 +420,63 @@ class Actor:
             reason=reason.kind,
         )
 
+    async def _wait_for_space(self, policy: ActorPolicy) -> None:
+        """Wait in line until a slot is handed over; MailboxFull after ``mailbox_wait``.
+
+        Each freed slot wakes one waiter, not all of them: under overload
+        thousands of senders may wait, and waking every one on every freed
+        slot made the loop's work grow with the square of the queue.
+        """
+        waiter = _SpaceWaiter()
+        self._space_line.append(waiter)
+        self._space_waiting += 1
+        try:
+            with anyio.move_on_after(policy.mailbox_wait):
+                await waiter.event.wait()
+        except BaseException:
+            self._leave_space_line(waiter)
+            raise
+        if not waiter.granted:
+            self._leave_space_line(waiter)
+            self._check_alive()  # (woken because the actor ended)
+            raise MailboxFull(
+                f"mailbox of actor {self.ref.id} stayed full for {policy.mailbox_wait:g}s",
+                function=self.ref.function,
+            )
+        self._space_reserved -= 1  # the slot is ours: the caller puts its message in now
+        self._check_alive()
+
+    def _leave_space_line(self, waiter: _SpaceWaiter) -> None:
+        """A waiter gives up (timeout, cancellation): pass on a slot it was handed, or leave the line."""
+        if waiter.granted:
+            waiter.granted = False
+            self._space_reserved -= 1
+            self._space_freed()
+        elif not waiter.gone:
+            waiter.gone = True  # (skipped when it reaches the front: no O(n) removal)
+            self._space_waiting -= 1
+
     def _space_freed(self) -> None:
-        space, self._space = self._space, None
-        if space is not None:
-            space.set()
+        """One mailbox slot came free: hand it to the first waiter still waiting, if any."""
+        line = self._space_line
+        while line:
+            waiter = line.popleft()
+            if waiter.gone:
+                continue
+            waiter.granted = True
+            self._space_waiting -= 1
+            self._space_reserved += 1
+            waiter.event.set()
+            return
+
+    def _wake_every_space_waiter(self) -> None:
+        """The actor stops taking messages: every waiter wakes (and finds it gone)."""
+        line, self._space_line = self._space_line, deque()
+        for waiter in line:
+            if not waiter.gone and not waiter.granted:
+                waiter.gone = True
+                waiter.event.set()
+        self._space_waiting = 0
 
     def _next(self) -> None:
         """Start the next queued message, if the actor is idle."""
@@ -547,7 +610,7 @@ class Actor:
             envelope.outcome = Failed(error.to_info())
             self._close_sink(envelope)
             envelope.done.set()
-        self._space_freed()
+        self._wake_every_space_waiter()
 
     def _end(self, reason: ExitReason) -> None:
         self._ready.set()

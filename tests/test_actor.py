@@ -120,6 +120,76 @@ async def test_wait_overflow_waits_for_room(rt: Runtime) -> None:
     assert done == [b"queued", b"waiting"]
 
 
+async def test_waiting_senders_get_freed_slots_one_at_a_time_in_arrival_order(rt: Runtime) -> None:
+    # Under overload many senders wait for mailbox space.  Each freed slot goes to the
+    # first of them: FIFO, and one wake-up per slot, not one per waiter (which made the
+    # loop's work grow with the square of the line).
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=1, overflow="wait", mailbox_wait=30)
+    waiters = 150
+    results: dict[str, object] = {}
+    done: list[bytes] = []
+
+    class CountSteps(trio.abc.Instrument):
+        steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.steps += 1
+
+    async def send(payload: bytes) -> None:
+        done.append(await rt.invoke("g", payload))
+
+    counter = CountSteps()
+    async with trio.open_nursery() as nursery:
+        await start_blocked(rt, nursery, "g", results)
+        nursery.start_soon(send, b"queued")
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(waiters):  # mailbox full: each of these waits, in this order
+            nursery.start_soon(send, b"w%03d" % i)
+            await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.add_instrument(counter)
+        release(rt, "g")
+    trio.lowlevel.remove_instrument(counter)
+    assert results["blocked"] == b"?wait"
+    assert done == [b"queued"] + [b"w%03d" % i for i in range(waiters)]
+    # About a handful of task steps per message; waking every waiter per slot took ~waiters / 2.
+    assert counter.steps < 12 * waiters, counter.steps
+
+
+async def test_waiting_senders_that_give_up_lose_no_slot(rt: Runtime) -> None:
+    # "queued" fills the mailbox; A and B wait for space.  Cancelling "queued" and A
+    # together frees a slot that may be handed to A just as A gives up (trio runs the
+    # two in either order, so each round takes one path or the other): either way the
+    # slot must reach B, not be lost.
+    await rt.deploy("g", guests.GATED.encode(), mailbox_size=1, overflow="wait", mailbox_wait=5)
+    (actor,) = rt.deployment("g").actors
+
+    async def send(payload: bytes, done: list[bytes | Exception]) -> None:
+        try:
+            done.append(await rt.invoke("g", payload))
+        except Exception as exc:
+            done.append(exc)
+
+    for _ in range(8):
+        results: dict[str, object] = {}
+        done: list[bytes | Exception] = []
+        async with trio.open_nursery() as nursery:
+            await start_blocked(rt, nursery, "g", results)
+            async with trio.open_nursery() as doomed:
+                doomed.start_soon(send, b"queued", done)
+                await trio.testing.wait_all_tasks_blocked()
+                doomed.start_soon(send, b"A", done)
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(send, b"B", done)
+                await trio.testing.wait_all_tasks_blocked()
+                doomed.cancel_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            # B holds the slot: its message waits in the mailbox behind the blocked call.
+            assert actor.queued == 1
+            release(rt, "g")
+        assert results["blocked"] == b"?wait"
+        assert done == [b"B"]
+
+
 async def test_wait_overflow_gives_mailbox_full_after_the_deadline(rt: Runtime) -> None:
     await rt.deploy("g", guests.GATED.encode(), mailbox_size=0, overflow="wait", mailbox_wait=0.05)
     results: dict[str, object] = {}
