@@ -254,8 +254,11 @@ class Actor:
 
     @property
     def queued(self) -> int:
-        """Messages waiting in the mailbox (not counting the one being handled)."""
-        return len(self._mailbox)
+        """Messages waiting in the mailbox, or about to be put in a slot handed to their sender.
+
+        (Not counting the one being handled.)
+        """
+        return len(self._mailbox) + self._space_reserved
 
     @property
     def thread_started(self) -> bool:
@@ -336,7 +339,8 @@ class Actor:
         """Send ``Invoke(payload)`` and return the emitted chunks joined with the reply."""
         collector = ChunkCollector()
         message = Invoke(payload)
-        if self._inline and self.state is ActorState.IDLE and not self._mailbox:
+        # (A slot handed to a waiting sender counts as queued: that sender goes first.)
+        if self._inline and self.state is ActorState.IDLE and not self._mailbox and not self._space_reserved:
             # No task switch on this path: honour cancellation without yielding.  Only
             # one call in YIELD_EVERY yields for real, so that a tight loop of inline
             # calls still lets deadlines fire and other tasks run.
@@ -349,7 +353,7 @@ class Actor:
                 # taken other messages, so the checks below are made again.
             else:
                 await bridge.checkpoint_if_cancelled()
-        if self.state is ActorState.IDLE and not self._mailbox:
+        if self.state is ActorState.IDLE and not self._mailbox and not self._space_reserved:
             if self._inline:
                 outcome = self._run_inline(message, collector)
             else:
@@ -372,7 +376,7 @@ class Actor:
         runs when :meth:`outcome` is awaited.
         """
         message = Invoke(payload)
-        if self.state is ActorState.IDLE and not self._mailbox and not self._inline:
+        if self.state is ActorState.IDLE and not self._mailbox and not self._space_reserved and not self._inline:
             return self._run_on_thread(Envelope(message, pipe))
         return await self._enqueue(message, pipe)
 
@@ -453,8 +457,16 @@ class Actor:
             self._space_reserved -= 1
             self._space_freed()
         elif not waiter.gone:
-            waiter.gone = True  # (skipped when it reaches the front: no O(n) removal)
+            waiter.gone = True
             self._space_waiting -= 1
+            # Leavers are dropped from the front at once (timeouts leave in arrival order);
+            # others are skipped when they reach it, or swept if they pile up behind a
+            # long call (or forever, with mailbox_size=0, where no slot ever comes free).
+            line = self._space_line
+            while line and line[0].gone:
+                line.popleft()
+            if len(line) > 2 * self._space_waiting + 64:
+                self._space_line = deque(w for w in line if not w.gone)
 
     def _space_freed(self) -> None:
         """One mailbox slot came free: hand it to the first waiter still waiting, if any."""
@@ -473,7 +485,7 @@ class Actor:
         """The actor stops taking messages: every waiter wakes (and finds it gone)."""
         line, self._space_line = self._space_line, deque()
         for waiter in line:
-            if not waiter.gone and not waiter.granted:
+            if not waiter.gone:  # (granted waiters are no longer in the line)
                 waiter.gone = True
                 waiter.event.set()
         self._space_waiting = 0

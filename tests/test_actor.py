@@ -192,11 +192,23 @@ async def test_waiting_senders_that_give_up_lose_no_slot(rt: Runtime) -> None:
 
 async def test_wait_overflow_gives_mailbox_full_after_the_deadline(rt: Runtime) -> None:
     await rt.deploy("g", guests.GATED.encode(), mailbox_size=0, overflow="wait", mailbox_wait=0.05)
+    (actor,) = rt.deployment("g").actors
     results: dict[str, object] = {}
     async with trio.open_nursery() as nursery:
         await start_blocked(rt, nursery, "g", results)
         with pytest.raises(MailboxFull, match="stayed full"):
             await rt.invoke("g", b"late")
+
+        async def impatient() -> None:
+            with pytest.raises(MailboxFull):
+                await rt.invoke("g", b"late too")
+
+        async with trio.open_nursery() as senders:
+            for _ in range(100):
+                senders.start_soon(impatient)
+        # Senders that gave up leave nothing behind (a size-0 mailbox never frees a slot
+        # that would sweep them out later).
+        assert len(actor._space_line) == 0 and actor.queued == 0
         release(rt, "g")
     assert results["blocked"] == b"?wait"
 
