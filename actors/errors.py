@@ -100,8 +100,13 @@ class InvalidModule(WasmhiveError):
     """The bytes are not a usable module: not wasm, or missing/mistyped ABI exports or imports."""
 
 
-class InvalidConfig(WasmhiveError):
-    """A runtime or deployment option has a value that cannot work; the message names it."""
+class InvalidConfig(WasmhiveError, ValueError):
+    """A runtime or deployment option has a value that cannot work; the message names it.
+
+    Also a ``ValueError``, so that when msgspec builds a config struct whose
+    ``__post_init__`` raises it (``PoolPolicy``, ``RuntimeConfig``, ...), the
+    ``ValidationError`` says where in the document the bad table is.
+    """
 
 
 class UnknownFunction(WasmhiveError):

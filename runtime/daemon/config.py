@@ -305,11 +305,8 @@ def _convert(data: Any, type_: type[_T], where: str) -> _T:
     """msgspec.convert with errors that name the field, also for the policies' own checks."""
     try:
         return msgspec.convert(data, type_)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # (a policy's own InvalidConfig too: it is a ValueError)
         raise ConfigError(_field_message(str(exc), where, data)) from None
-    except InvalidConfig as exc:  # a policy's __post_init__ (its message names its own field)
-        section = _failing_section(data, where)
-        raise ConfigError(f"{section}: {exc.message}" if section else exc.message) from None
 
 
 def _field_message(text: str, where: str, data: Any = None) -> str:
@@ -331,42 +328,6 @@ def _name_function(path: str, data: Any) -> str:
         for name, options in functions.items():
             try:
                 msgspec.convert(options, FunctionOptions)
-            except (InvalidConfig, msgspec.ValidationError):
+            except msgspec.ValidationError:
                 return f"functions.{name}{path.removeprefix('functions[...]')}"
     return path
-
-
-def _failing_section(data: Any, where: str) -> str:
-    """Find which policy table failed its own validation, by converting each one alone."""
-    policies = {"pool": PoolPolicy, "breaker": BreakerPolicy, "retry": RetryPolicy, "bulkhead": BulkheadPolicy}
-
-    def check(options: Any, prefix: str) -> str | None:
-        if not isinstance(options, dict):
-            return None
-        for key, cls in policies.items():
-            if isinstance(options.get(key), dict):
-                try:
-                    msgspec.convert(options[key], cls)
-                except (InvalidConfig, msgspec.ValidationError):
-                    return f"{prefix}{key}"
-        return None
-
-    if not isinstance(data, dict):
-        return where
-    found = check(data, f"{where}." if where else "")
-    if found:
-        return found
-    if isinstance(data.get("defaults"), dict):
-        found = check(data["defaults"], "defaults.")
-    for name, options in (data.get("functions") or {}).items():
-        found = found or check(options, f"functions.{name}.")
-    for i, entry in enumerate(data.get("deploy") or []):
-        if isinstance(entry, dict):
-            found = found or check(entry.get("options"), f"deploy[{i}].options.")
-    runtime = data.get("runtime")
-    if not found and isinstance(runtime, dict):
-        try:
-            msgspec.convert(runtime, RuntimeConfig)
-        except (InvalidConfig, msgspec.ValidationError):
-            found = "runtime"
-    return found or where

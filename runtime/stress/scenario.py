@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
 from wasmhive.actors.abi import KNOWN_OPS
-from wasmhive.actors.errors import InvalidConfig
 from wasmhive.runtime.daemon.config import FunctionOptions
-from wasmhive.supervisors.autoscaler import PoolPolicy
-from wasmhive.supervisors.breaker import BreakerPolicy
-from wasmhive.supervisors.bulkhead import BulkheadPolicy
-from wasmhive.supervisors.retry import RetryPolicy
 
 __all__ = [
     "FAULT_KINDS",
@@ -250,36 +245,10 @@ def parse_scenario(data: bytes | str, *, base_dir: str | Path = ".") -> Scenario
     raw["base_dir"] = str(base_dir)
     try:
         scenario = msgspec.convert(raw, Scenario)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # (a policy's own InvalidConfig too: it is a ValueError)
         raise ScenarioError(_field_message(str(exc))) from None
-    except InvalidConfig as exc:  # a policy's own check (PoolPolicy, BreakerPolicy, ...)
-        raise ScenarioError(f"{_policy_field(raw)}: {exc.message}") from None
     validate(scenario)
     return scenario
-
-
-_POLICIES: dict[str, type[msgspec.Struct]] = {
-    "pool": PoolPolicy,
-    "breaker": BreakerPolicy,
-    "retry": RetryPolicy,
-    "bulkhead": BulkheadPolicy,
-}
-
-
-def _policy_field(raw: dict[str, Any]) -> str:
-    """Which ``functions[i].options.<policy>`` a policy's own check refused."""
-    functions = raw.get("functions")
-    for i, fn in enumerate(functions if isinstance(functions, list) else []):
-        options = fn.get("options") if isinstance(fn, dict) else None
-        for name, cls in _POLICIES.items():
-            value = options.get(name) if isinstance(options, dict) else None
-            if value is None:
-                continue
-            try:
-                msgspec.convert(value, cls)
-            except (InvalidConfig, msgspec.ValidationError):
-                return f"functions[{i}].options.{name}"
-    return "functions"
 
 
 def _field_message(message: str) -> str:
