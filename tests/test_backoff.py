@@ -151,8 +151,10 @@ def test_backoff_policy_decodes_and_rejects_unknown_fields() -> None:
     assert msgspec.convert({"min_backoff": 1.0}, BackoffPolicy).min_backoff == 1.0
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"min_backof": 1.0}, BackoffPolicy)
-    with pytest.raises(InvalidConfig, match="random_factor"):
+    with pytest.raises(msgspec.ValidationError, match="random_factor must be between 0 and 1"):
         msgspec.convert({"random_factor": 2.0}, BackoffPolicy)
+    with pytest.raises(InvalidConfig, match="random_factor"):
+        BackoffPolicy(random_factor=2.0)
 
 
 # -- retry jitter ------------------------------------------------------------------------------
