@@ -49,11 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -69,7 +67,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from timing import git_state
+from timing import git_state, machine_info
 
 REPO = Path(__file__).resolve().parent.parent
 ECHO_WAT = REPO / "examples" / "echo.wat"
@@ -657,14 +655,6 @@ def print_report(results: dict[str, Any]) -> None:
 
 
 def machine(settings: Settings) -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     versions: dict[str, str | None] = {}
     for dist in ("wasmtime", "hypercorn", "h11", "starlette", "trio", "anyio", "prometheus_client", "msgspec"):
         try:
@@ -675,11 +665,7 @@ def machine(settings: Settings) -> dict[str, Any]:
     if shutil.which("wrk"):
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine_info(),
         "versions": versions,
         "wrk": wrk[0] if wrk else None,
         "payload_bytes": len(PAYLOAD),

@@ -17,13 +17,11 @@ Results go to ``bench/results/latest.json`` (see ``--out``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import hashlib
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ from timing import (
     Samples,
     SyncCall,
     git_state,
+    machine_info,
     map_count,
     max_map_count,
     percentile,
@@ -626,20 +625,8 @@ def check_targets(results: Results) -> list[dict[str, Any]]:
 
 def machine() -> Results:
     """What the figures were measured on."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine_info(),
         "wasmtime": metadata.version("wasmtime"),
         "extism": metadata.version("extism"),
         "extism_sys": metadata.version("extism-sys"),

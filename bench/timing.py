@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -129,6 +132,25 @@ def map_count() -> int:
 def max_map_count() -> int:
     """The kernel's cap on memory mappings per process (``vm.max_map_count``)."""
     return int(Path("/proc/sys/vm/max_map_count").read_text())
+
+
+def machine_info() -> dict[str, object]:
+    """When and on what a run was made: date, CPUs and their model, Python, platform."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def git_state(repo: Path) -> dict[str, object]:
