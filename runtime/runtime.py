@@ -29,7 +29,7 @@ from wasmhive.actors.errors import (
     UnknownFunction,
     WasmhiveError,
 )
-from wasmhive.actors.host import Fetcher, HostCallHook, HostCallHooks, KeyValueStore
+from wasmhive.actors.host import Fetcher, HostCallHook, HostCallHooks, HostServices, KeyValueStore
 from wasmhive.actors.messages import RUNTIME_CLOSING, ActorRef, ActorState, Down, ExitReason
 from wasmhive.actors.monitor import Monitor
 from wasmhive.actors.sinks import ChunkPipe
@@ -254,7 +254,13 @@ class Runtime:
                 "which would block the event loop; deploy it with mode='thread'",
                 function=name,
             )
-        granted = self.secrets.grant(secrets, name)
+        services = HostServices(
+            function=name,
+            kv=self.kv,
+            secrets=self.secrets.grant(secrets, name),
+            fetch=self._fetcher(fetch),
+            hooks=self._host_hooks,
+        )
         if options.fuel is not None and not self.config.fuel:
             raise InvalidConfig("fuel needs RuntimeConfig(fuel=True)", function=name)
         self._reserved.add(name)
@@ -273,10 +279,7 @@ class Runtime:
                     options,
                     self.config,
                     engine=self.engine,
-                    kv=self.kv,
-                    secrets=granted,
-                    fetch=self._fetcher(fetch),
-                    hooks=self._host_hooks,
+                    services=services,
                 )
             else:  # --- end JS ---
                 compiled, digest, has_start = await anyio.to_thread.run_sync(self._compile, name, module)
@@ -286,11 +289,8 @@ class Runtime:
                     options,
                     self.config,
                     engine=self.engine,
-                    kv=self.kv,
-                    secrets=granted,
-                    fetch=self._fetcher(fetch),
+                    services=services,
                     has_start_function=has_start,
-                    hooks=self._host_hooks,
                 )
             self._check_open()
             assert self._bridge is not None and self._scheduler is not None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import wasmtime
 
 from wasmhive.actors.errors import InvalidModule
-from wasmhive.actors.host import Fetcher, HostCallHooks, HostServices, KeyValueStore, define_host_imports
+from wasmhive.actors.host import HostServices, define_host_imports
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.js import js_linker
 
@@ -25,11 +24,8 @@ def build_instance_spec(
     config: RuntimeConfig,
     *,
     engine: wasmtime.Engine,
-    kv: KeyValueStore,
-    secrets: Mapping[str, str] | None = None,
-    fetch: Fetcher | None = None,
+    services: HostServices,
     has_start_function: bool = True,
-    hooks: HostCallHooks | None = None,
 ) -> InstanceSpec:
     """Check ``module`` against ABI v1, link its imports, and fix its limits.
 
@@ -54,7 +50,7 @@ def build_instance_spec(
         function=name,
         engine=engine,
         instance_pre=pre,
-        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch, hooks=hooks),
+        services=services,
         uses_wasi=info.uses_wasi,
         has_initialize=info.has_initialize,
         has_init=info.has_init,
@@ -73,10 +69,7 @@ def build_js_spec(
     config: RuntimeConfig,
     *,
     engine: wasmtime.Engine,
-    kv: KeyValueStore,
-    secrets: Mapping[str, str] | None = None,
-    fetch: Fetcher | None = None,
-    hooks: HostCallHooks | None = None,
+    services: HostServices,
 ) -> InstanceSpec:
     """An :class:`InstanceSpec` running JavaScript ``source`` on the QuickJS reactor ``module``."""
     if "\0" in source:
@@ -89,7 +82,7 @@ def build_js_spec(
         function=name,
         engine=engine,
         instance_pre=pre,
-        services=HostServices(function=name, kv=kv, secrets=dict(secrets or {}), fetch=fetch, hooks=hooks),
+        services=services,
         uses_wasi=True,
         has_initialize=True,
         has_init=False,

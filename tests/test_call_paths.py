@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wasmhive.actors import ffi
+from wasmhive.actors.host import HostServices
 from wasmhive.actors.instance import InstanceSpec, WasmInstance
 from wasmhive.runtime import (
     AbiError,
@@ -267,7 +268,7 @@ class Pair:
                 DeployOptions(timeout=3600.0),
                 config,
                 engine=engine,
-                kv=MemoryKeyValueStore(),
+                services=HostServices(function="prop", kv=MemoryKeyValueStore()),
             )  # no ticker here: the epoch never advances, deadlines never fire
             self.specs[path] = dataclasses.replace(spec, **spec_changes)
         self.instances = {path: WasmInstance.spawn(spec) for path, spec in self.specs.items()}
