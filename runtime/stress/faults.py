@@ -88,7 +88,7 @@ class GuestProbe:
     def __call__(self, actor: Actor, instance: WasmInstance, payload: bytes) -> None:
         history = self._history
         name = actor_name(actor)
-        history.executed(payload, name)
+        request = history.executed(payload, name)
         try:
             if self._armed:
                 with self._lock:
@@ -96,7 +96,6 @@ class GuestProbe:
                 for fault, action in armed or ():
                     action(instance)
                     self._record(fault, actor, f"fired on {name} as a call entered the guest")
-            request = history.request_of(payload)
             if request is None:
                 return
             faults = history.requests[request].faults

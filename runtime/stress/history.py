@@ -185,6 +185,8 @@ class History:
         """Record that no answer came within the deadline plus grace."""
         self.lost.append(LostRecord(request, self.now()))
 
-    def executed(self, payload: bytes, actor: str) -> None:
-        """The guest is being entered with ``payload`` (called from the thread that runs it)."""
-        self.executions.append(ExecutionRecord(self._ids.get(payload), actor, self.now()))
+    def executed(self, payload: bytes, actor: str) -> int | None:
+        """The guest is being entered with ``payload`` (from the thread that runs it); returns its request id."""
+        request = self._ids.get(payload)
+        self.executions.append(ExecutionRecord(request, actor, self.now()))
+        return request
