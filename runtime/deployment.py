@@ -26,7 +26,7 @@ import msgspec
 
 from wasmhive.actors.actor import Actor, CallHook
 from wasmhive.actors.bridge import LoopBridge
-from wasmhive.actors.errors import ActorCrashed, CircuitOpen, MailboxFull, WasmhiveError
+from wasmhive.actors.errors import CircuitOpen, MailboxFull, WasmhiveError
 from wasmhive.actors.instance import InstanceSpec
 from wasmhive.actors.messages import ActorRef, ExitReason
 from wasmhive.actors.worker import ActorThread, ThreadPark
@@ -304,15 +304,8 @@ class Deployment:
         except WasmhiveError as exc:
             if isinstance(exc, MailboxFull):  # (the pool counts its own Overloaded)
                 self.rejections += 1
-            if breaker is not None:
-                if isinstance(exc, ActorCrashed) and exc.details.get("queued"):
-                    # Queued behind another call's crash, never run: that crash was recorded
-                    # as its own call's failure; counting its bystanders too would open the
-                    # breaker on one fault.  (Retry may re-run them: they never started.)
-                    # Other ActorCrashed (a pool that gave up, a guest that cannot start) count.
-                    breaker.record_ignored()
-                else:
-                    breaker.record_failure(time.perf_counter() - started, exc)
+            if breaker is not None:  # (bystanders of another call's crash are not recorded)
+                breaker.record_failure(time.perf_counter() - started, exc)
             raise
         except BaseException:
             if breaker is not None:

@@ -32,7 +32,7 @@ from typing import Final, Literal, NoReturn, Protocol, TypeVar
 
 import msgspec
 
-from wasmhive.actors.errors import CircuitOpen, InvalidConfig
+from wasmhive.actors.errors import ActorCrashed, CircuitOpen, InvalidConfig
 
 __all__ = [
     "DEFAULT_RECORDED",
@@ -144,7 +144,15 @@ class BreakerPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return self.success_threshold if self.mode == "consecutive" else self.permitted_calls_in_half_open
 
     def records(self, error: BaseException) -> bool:
-        """Whether ``error`` counts as a failure: its class or a base class is named in :attr:`record`."""
+        """Whether ``error`` counts as a failure: its class or a base class is named in :attr:`record`.
+
+        Never a bystander: a call that failed only because it was queued behind
+        another call's crash (``ActorCrashed`` marked ``queued=True`` by the
+        actor) never ran, and that crash was recorded as its own call's
+        failure; counting its bystanders too would open the breaker on one fault.
+        """
+        if isinstance(error, ActorCrashed) and error.details.get("queued"):
+            return False
         return any(cls.__name__ in self.record for cls in type(error).__mro__)
 
 

@@ -866,3 +866,19 @@ def test_policy_is_frozen() -> None:
     policy = BreakerPolicy()
     with pytest.raises(AttributeError):
         policy.wait_in_open = 1.0  # type: ignore[misc]
+
+
+def test_bystanders_of_a_crash_are_never_recorded() -> None:
+    # Calls failed only because they were queued behind another call's crash never ran:
+    # the crash counted once already, as its own call's failure.
+    policy = BreakerPolicy()
+    bystander = ActorCrashed("actor 3 ended (fault) before handling this message", queued=True)
+    assert not policy.records(bystander)
+    assert policy.records(ActorCrashed("the pool gave up"))  # other ActorCrashed still count
+    breaker = CircuitBreaker(BreakerPolicy(failure_threshold=1), "f", lambda: 0.0)
+    breaker.acquire()
+    breaker.record_failure(0.001, bystander)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.acquire()
+    breaker.record_failure(0.001, GuestTrap("trap"))
+    assert breaker.state is BreakerState.OPEN
