@@ -632,8 +632,7 @@ class Actor:
         if self._instance is not None:
             self._instance.close()
             self._instance = None
-        if self._thread is not None:
-            self._thread.stop()
+        self.release_thread()
         down = Down(self.ref, reason)
         monitors, self._monitors = self._monitors, []
         for monitor in monitors:

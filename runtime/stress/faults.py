@@ -170,7 +170,7 @@ class HostFaults:
             if not hit:
                 continue
             if spec.latency > 0:
-                time.sleep(schedule.host_jitter(i, n))
+                time.sleep(schedule.latency(i, n))
             if spec.error is not None:
                 if spec.error == "crash":
                     raise ConnectionError(f"stress: the service behind {op} is unreachable (injected)")

@@ -112,15 +112,11 @@ class FaultSchedule:
         """Whether host fault ``fault`` hits host call number ``n`` (counted per fault).
 
         ``probability`` is the share of calls hit (toxiproxy's toxicity); without
-        one, every call is hit.  A hit call sleeps :meth:`host_jitter`, then fails
+        one, every call is hit.  A hit call sleeps :meth:`latency`, then fails
         if the fault has an ``error``.
         """
         probability = self.scenario.faults[fault].probability
         return probability is None or unit(self.seed, fault, n, 2) < probability
-
-    def host_jitter(self, fault: int, n: int) -> float:
-        """The sleep of host call number ``n`` if host fault ``fault`` hits it: latency +/- jitter."""
-        return self.latency(fault, n)
 
     def latency(self, fault: int, n: int) -> float:
         """The delay number ``n`` (a host call, a chunk of a connection) gets from fault ``fault``."""
