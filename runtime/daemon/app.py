@@ -300,20 +300,38 @@ class DaemonApp:
         finally:
             self._calls.discard(cancel)
         outcome = "ok" if error is None else type(error).__name__
+        elapsed = self._count_finished(name, version, counted, outcome, started)
+        if error is None:
+            response = _reply_response(reply, version, request_id)
+        else:
+            response = self._error_answer(error, request_id, version, scope)
+        self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, len(reply))
+        return response
+
+    def _count_finished(self, name: str, version: int | None, counted: bool, outcome: str, started: float) -> float:
+        """Record a finished call in the metrics (counting it as started if resolution failed); its duration."""
         elapsed = time.perf_counter() - started
         label = self._label(name, version)
         if not counted:
             self.metrics.request_started(label, version)
         self.metrics.request_finished(label, version, outcome, elapsed)
-        if error is None:
-            response = _reply_response(reply, version, request_id)
-        else:
-            response = self._error_response(error, request_id)
-            if version is not None:
-                response.headers["x-wasmhive-version"] = str(version)
-            response.headers["x-request-id"] = request_id
-            _close_if_unread(scope, response)
-        self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, len(reply))
+        return elapsed
+
+    def _error_answer(
+        self, error: WasmhiveError, request_id: str, version: int | None, scope: Scope, *, sse: bool = False
+    ) -> Response:
+        """The answer to a failed call: its JSON error (or, for SSE, one ``error`` event) and headers."""
+        response = self._error_response(error, request_id)
+        if sse:  # still an event stream, so that EventSource clients see the error
+            event = _sse_event("error", _error_body(error, request_id))
+            wait = response.headers.get("retry-after")
+            response = _sse_response([event], status=response.status_code)
+            if wait is not None:
+                response.headers["retry-after"] = wait
+        if version is not None:
+            response.headers["x-wasmhive-version"] = str(version)
+        response.headers["x-request-id"] = request_id
+        _close_if_unread(scope, response)
         return response
 
     async def stream(self, request: Request) -> Response:
@@ -345,22 +363,8 @@ class DaemonApp:
             if chunks is not None:
                 await chunks.aclose()  # type: ignore[attr-defined]
             outcome = type(exc).__name__
-            elapsed = time.perf_counter() - started
-            label = self._label(name, version)
-            if not counted:
-                self.metrics.request_started(label, version)
-            self.metrics.request_finished(label, version, outcome, elapsed)
-            response = self._error_response(exc, request_id)
-            if sse:  # still an event stream, so that EventSource clients see the error
-                event = _sse_event("error", _error_body(exc, request_id))
-                wait = response.headers.get("retry-after")
-                response = _sse_response([event], status=response.status_code)
-                if wait is not None:
-                    response.headers["retry-after"] = wait
-            if version is not None:
-                response.headers["x-wasmhive-version"] = str(version)
-            response.headers["x-request-id"] = request_id
-            _close_if_unread(request.scope, response)
+            elapsed = self._count_finished(name, version, counted, outcome, started)
+            response = self._error_answer(exc, request_id, version, request.scope, sse=sse)
             self._log_call(request_id, name, version, outcome, response.status_code, elapsed, size, 0)
             return response
         except BaseException:  # a client that left mid-upload, a bug: release what the call holds
@@ -424,8 +428,7 @@ class DaemonApp:
                 await chunks.aclose()  # type: ignore[attr-defined]
             if error is not None:
                 outcome = type(error).__name__
-            elapsed = time.perf_counter() - started
-            self.metrics.request_finished(name, version, outcome, elapsed)
+            elapsed = self._count_finished(name, version, True, outcome, started)
             status = 200 if error is None else status_of(error)
             self._log_call(request_id, name, version, outcome, status, elapsed, size_in, sent)
         if error is not None:
