@@ -70,7 +70,8 @@ async def serve(
             requests = _Requests(app.asgi)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, stop)
-                binds = await nursery.start(_serve_http, requests, hyper, shutdown_trigger)
+                http_done = trio.Event()
+                binds = await nursery.start(_serve_http, requests, hyper, shutdown_trigger, http_done)
                 await service.restore()
                 logger.info("ready on %s with %d functions", ", ".join(binds), len(store.functions()))
                 if on_ready is not None:
@@ -81,11 +82,15 @@ async def serve(
                 with trio.move_on_after(grace):
                     await requests.wait_idle()
                 app.cancel_calls()
-                # Answers take a moment to send.  Then stop Hypercorn (and the signal watcher)
-                # rather than wait for it: it can hang on to a keep-alive connection whose next
-                # request arrived as the shutdown began, unread, until its graceful_timeout.
+                # Answers take a moment to send.  Then let Hypercorn close its connections
+                # itself (an answer the app handed over is still being written out, and
+                # cancelling the connection then can lose it), but not for long: it can hang
+                # on to a keep-alive connection whose next request arrived as the shutdown
+                # began, unread, until its graceful_timeout.  Then stop it.
                 with trio.move_on_after(5.0):
                     await requests.wait_idle()
+                with trio.move_on_after(1.0):
+                    await http_done.wait()
                 nursery.cancel_scope.cancel()
     finally:
         if service is not None:
@@ -126,9 +131,13 @@ async def _serve_http(
     app: _Requests,
     hyper: HypercornConfig,
     shutdown_trigger: Callable[[], object],
+    done: trio.Event,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(app, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    try:
+        await hypercorn_serve(app, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
+    finally:
+        done.set()
 
 
 async def _watch_signals(stop: trio.Event) -> None:
