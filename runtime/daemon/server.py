@@ -70,8 +70,7 @@ async def serve(
             requests = _Requests(app.asgi)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, stop)
-                http_done = trio.Event()
-                binds = await nursery.start(_serve_http, requests, hyper, shutdown_trigger, http_done)
+                binds = await nursery.start(_serve_http, requests, hyper, shutdown_trigger)
                 await service.restore()
                 logger.info("ready on %s with %d functions", ", ".join(binds), len(store.functions()))
                 if on_ready is not None:
@@ -82,15 +81,11 @@ async def serve(
                 with trio.move_on_after(grace):
                     await requests.wait_idle()
                 app.cancel_calls()
-                # Answers take a moment to send.  Then let Hypercorn close its connections
-                # itself (an answer the app handed over is still being written out, and
-                # cancelling the connection then can lose it), but not for long: it can hang
-                # on to a keep-alive connection whose next request arrived as the shutdown
-                # began, unread, until its graceful_timeout.  Then stop it.
+                # Answers take a moment to send.  Then stop Hypercorn (and the signal watcher)
+                # rather than wait for it: it can hang on to a keep-alive connection whose next
+                # request arrived as the shutdown began, unread, until its graceful_timeout.
                 with trio.move_on_after(5.0):
                     await requests.wait_idle()
-                with trio.move_on_after(1.0):
-                    await http_done.wait()
                 nursery.cancel_scope.cancel()
     finally:
         if service is not None:
@@ -131,13 +126,9 @@ async def _serve_http(
     app: _Requests,
     hyper: HypercornConfig,
     shutdown_trigger: Callable[[], object],
-    done: trio.Event,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    try:
-        await hypercorn_serve(app, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
-    finally:
-        done.set()
+    await hypercorn_serve(app, hyper, shutdown_trigger=shutdown_trigger, task_status=task_status)  # type: ignore[arg-type]
 
 
 async def _watch_signals(stop: trio.Event) -> None:
